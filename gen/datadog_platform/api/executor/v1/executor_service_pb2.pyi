@@ -1,0 +1,67 @@
+from datadog_platform.api.common.v1 import step_pb2 as _step_pb2
+from datadog_platform.api.common.v1 import task_pb2 as _task_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ExecuteTaskRequest(_message.Message):
+    __slots__ = ("run_id", "stage_id", "attempt", "steps")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    stage_id: str
+    attempt: int
+    steps: _containers.RepeatedCompositeFieldContainer[_step_pb2.Step]
+    def __init__(self, run_id: _Optional[str] = ..., stage_id: _Optional[str] = ..., attempt: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[_step_pb2.Step, _Mapping]]] = ...) -> None: ...
+
+class ExecuteTaskResponse(_message.Message):
+    __slots__ = ("started", "progress", "succeeded", "failed")
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    started: TaskStarted
+    progress: TaskProgress
+    succeeded: TaskSucceeded
+    failed: TaskFailed
+    def __init__(self, started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., succeeded: _Optional[_Union[TaskSucceeded, _Mapping]] = ..., failed: _Optional[_Union[TaskFailed, _Mapping]] = ...) -> None: ...
+
+class TaskStarted(_message.Message):
+    __slots__ = ("executor_id",)
+    EXECUTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    executor_id: str
+    def __init__(self, executor_id: _Optional[str] = ...) -> None: ...
+
+class TaskProgress(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _task_pb2.TaskMetrics
+    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ...) -> None: ...
+
+class TaskSucceeded(_message.Message):
+    __slots__ = ("metrics", "outputs")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _task_pb2.TaskMetrics
+    outputs: _containers.RepeatedCompositeFieldContainer[_task_pb2.StageOutput]
+    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ...) -> None: ...
+
+class TaskFailed(_message.Message):
+    __slots__ = ("reason", "message", "step", "retryable", "metrics")
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    RETRYABLE_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    message: str
+    step: str
+    retryable: bool
+    metrics: _task_pb2.TaskMetrics
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., step: _Optional[str] = ..., retryable: _Optional[bool] = ..., metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ...) -> None: ...

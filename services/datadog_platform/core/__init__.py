@@ -1,0 +1,1 @@
+"""Shared runtime of the three services: errors, logging, server factory, Arrow framing."""

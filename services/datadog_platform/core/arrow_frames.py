@@ -1,0 +1,105 @@
+"""Arrow record batches as stream frames (DESIGN.md §3).
+
+A stream is: one schema frame, any number of record-batch frames, one completion
+frame carrying totals. The schema goes once per stream; each batch is an
+encapsulated IPC message decoded against it without copying the body again.
+A stream that ends without its completion frame, or whose totals disagree, is
+rejected, so a dropped stream is never taken for the end of the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from datadog_platform.api.common.v1 import arrow_pb2
+from datadog_platform.core.errors import DomainError, ErrorCode, invalid_argument
+
+# ~1 MiB per message was measured to be the sweet spot for gRPC throughput here.
+TARGET_BATCH_BYTES = 1 << 20
+
+
+def encode_schema(schema: pa.Schema) -> arrow_pb2.ArrowSchema:
+    """The schema frame of a stream."""
+    return arrow_pb2.ArrowSchema(ipc_message=schema.serialize().to_pybytes())
+
+
+def decode_schema(frame: arrow_pb2.ArrowSchema) -> pa.Schema:
+    """The schema carried by a schema frame."""
+    return pa.ipc.read_schema(pa.py_buffer(frame.ipc_message))
+
+
+def encode_batch(batch: pa.RecordBatch) -> arrow_pb2.ArrowRecordBatch:
+    """One record-batch frame."""
+    return arrow_pb2.ArrowRecordBatch(
+        num_rows=batch.num_rows, ipc_message=batch.serialize().to_pybytes()
+    )
+
+
+def decode_batch(frame: arrow_pb2.ArrowRecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """The record batch carried by a frame, decoded against the stream's schema."""
+    # Read the bytes field once: upb copies on every access.
+    return pa.ipc.read_record_batch(pa.py_buffer(frame.ipc_message), schema)
+
+
+def split_by_bytes(
+    batches: Iterable[pa.RecordBatch], target_bytes: int = TARGET_BATCH_BYTES
+) -> Iterator[pa.RecordBatch]:
+    """Slice batches larger than ``target_bytes`` (zero-copy) so messages stay near it."""
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        size = batch.nbytes
+        if size <= target_bytes * 2:
+            yield batch
+            continue
+        rows_per_slice = max(1, batch.num_rows * target_bytes // size)
+        for offset in range(0, batch.num_rows, rows_per_slice):
+            yield batch.slice(offset, rows_per_slice)
+
+
+@dataclass
+class StreamCounter:
+    """Running totals of a stream, sent or checked in its completion frame."""
+
+    rows: int = 0
+    batches: int = 0
+    bytes: int = 0
+
+    def add(self, frame: arrow_pb2.ArrowRecordBatch) -> None:
+        """Count one record-batch frame."""
+        self.rows += frame.num_rows
+        self.batches += 1
+        self.bytes += len(frame.ipc_message)
+
+    def complete(self) -> arrow_pb2.StreamComplete:
+        """The completion frame for what was counted."""
+        return arrow_pb2.StreamComplete(
+            total_rows=self.rows, total_batches=self.batches, total_bytes=self.bytes
+        )
+
+    def check(self, frame: arrow_pb2.StreamComplete) -> None:
+        """Raise if a completion frame disagrees with what arrived."""
+        if (frame.total_rows, frame.total_batches) != (self.rows, self.batches):
+            raise DomainError(
+                ErrorCode.UNAVAILABLE,
+                "ARROW_STREAM_MISMATCH",
+                f"stream ended claiming {frame.total_rows} rows in {frame.total_batches} "
+                f"batches but {self.rows} rows in {self.batches} batches arrived",
+            )
+
+
+def protocol_error(message: str) -> DomainError:
+    """A peer broke the frame order (schema, batches, completion)."""
+    return invalid_argument("ARROW_STREAM_PROTOCOL", message)
+
+
+def incomplete_stream_error(counter: StreamCounter) -> DomainError:
+    """A stream ended without its completion frame: the data may be cut short."""
+    return DomainError(
+        ErrorCode.UNAVAILABLE,
+        "ARROW_STREAM_INCOMPLETE",
+        f"stream ended without a completion frame after {counter.rows} rows",
+    )
