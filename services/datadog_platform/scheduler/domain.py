@@ -1,0 +1,249 @@
+"""Domain types of the scheduler: runs, stages, plans, and the dispatch protocol.
+
+Nothing here imports grpc. Pipeline specs stay protobuf messages (they are the spec
+format); everything else is plain dataclasses that the servicer translates.
+
+Error reasons (``ErrorInfo.reason``) this service answers with are the constants at
+the bottom of this module; stage failure reasons are either the executor's own
+(e.g. ``SOURCE_NOT_FOUND``) or one of the ``STAGE_*``/``EXECUTOR_*`` ones here.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.api.scheduler.v1 import pipeline_pb2
+
+
+class RunState(enum.StrEnum):
+    """Life cycle of a run."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has reached a final state."""
+        return self in _TERMINAL_RUN_STATES
+
+
+_TERMINAL_RUN_STATES = frozenset({RunState.SUCCEEDED, RunState.FAILED, RunState.CANCELLED})
+
+
+class StageState(enum.StrEnum):
+    """Life cycle of a stage within a run."""
+
+    PENDING = "PENDING"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the stage has reached a final state."""
+        return self in _TERMINAL_STAGE_STATES
+
+
+_TERMINAL_STAGE_STATES = frozenset(
+    {
+        StageState.SUCCEEDED,
+        StageState.FAILED,
+        StageState.CANCELLED,
+        StageState.UPSTREAM_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A linear chain of steps (source first, sink last) that streams end to end."""
+
+    stage_id: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RegisteredPipeline:
+    """A stored pipeline version (output-only fields set) and its execution plan."""
+
+    spec: pipeline_pb2.Pipeline
+    plan: tuple[PlannedStage, ...]
+
+
+@dataclass(frozen=True)
+class TaskMetrics:
+    """Data a stage attempt has moved."""
+
+    rows_read: int = 0
+    bytes_read: int = 0
+    rows_written: int = 0
+    bytes_written: int = 0
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What one sink step committed."""
+
+    step: str
+    location: str
+    rows_written: int
+
+
+@dataclass
+class StageRun:
+    """State of one stage of a run."""
+
+    stage_id: str
+    steps: tuple[str, ...]
+    state: StageState = StageState.PENDING
+    attempt: int = 0
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    metrics: TaskMetrics = field(default_factory=TaskMetrics)
+    outputs: tuple[StageOutput, ...] = ()
+    error_reason: str = ""
+    error_message: str = ""
+
+
+@dataclass
+class Run:
+    """One execution of a pipeline version."""
+
+    run_id: str
+    pipeline: str
+    pipeline_version: int
+    state: RunState
+    create_time: datetime
+    stages: list[StageRun]
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error_message: str = ""
+    request_id: str = ""
+
+
+# --- dispatch protocol: what the run manager needs from an executor -------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    """One attempt of a stage: its steps in order, source first and sink last."""
+
+    run_id: str
+    stage_id: str
+    attempt: int
+    steps: tuple[step_pb2.Step, ...]
+
+
+@dataclass(frozen=True)
+class TaskStarted:
+    """The executor accepted the attempt."""
+
+    executor_id: str = ""
+
+
+@dataclass(frozen=True)
+class TaskProgress:
+    """Cumulative counters of a running attempt."""
+
+    metrics: TaskMetrics
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    """The attempt finished and its sinks committed."""
+
+    metrics: TaskMetrics
+    outputs: tuple[StageOutput, ...]
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    """The attempt failed."""
+
+    reason: str
+    message: str
+    step: str = ""
+    retryable: bool = False
+    metrics: TaskMetrics = field(default_factory=TaskMetrics)
+
+
+TaskEvent = TaskStarted | TaskProgress | TaskSucceeded | TaskFailed
+
+
+class DispatchError(Exception):
+    """The attempt could not be dispatched or its event stream broke."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class Dispatcher(Protocol):
+    """Runs stage attempts somewhere (an executor service) and reports their events.
+
+    ``execute`` yields events until exactly one ``TaskSucceeded`` or ``TaskFailed``;
+    it raises :class:`DispatchError` when the executor cannot be reached or the
+    stream breaks. Closing the iterator early cancels the attempt.
+    """
+
+    def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+        """Start ``task`` and stream its events."""
+        ...
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def new_run_id() -> str:
+    """A new run id: 32 hex digits, sortable by creation time (ms), then random."""
+    return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(10)}"
+
+
+# --- error reasons (ErrorInfo.reason) ------------------------------------------------
+
+#: The pipeline spec has problems; the field violations list them all.
+INVALID_PIPELINE_SPEC = "INVALID_PIPELINE_SPEC"
+#: A request field other than the pipeline spec is missing or malformed.
+INVALID_REQUEST = "INVALID_REQUEST"
+#: ``page_size`` is negative.
+INVALID_PAGE_SIZE = "INVALID_PAGE_SIZE"
+#: ``page_token`` is not one this service handed out.
+INVALID_PAGE_TOKEN = "INVALID_PAGE_TOKEN"
+#: A ``request_id`` was reused for a different request.
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+#: CreatePipeline for a name that exists.
+PIPELINE_ALREADY_EXISTS = "PIPELINE_ALREADY_EXISTS"
+#: No pipeline has that name.
+PIPELINE_NOT_FOUND = "PIPELINE_NOT_FOUND"
+#: The pipeline exists but not that version.
+PIPELINE_VERSION_NOT_FOUND = "PIPELINE_VERSION_NOT_FOUND"
+#: No run has that id.
+RUN_NOT_FOUND = "RUN_NOT_FOUND"
+#: The connector service cannot be reached.
+CONNECTOR_UNAVAILABLE = "CONNECTOR_UNAVAILABLE"
+#: Stage failure: the executor service cannot be reached (or went away mid-task).
+EXECUTOR_UNAVAILABLE = "EXECUTOR_UNAVAILABLE"
+#: Stage failure: the executor rejected the task without a reason of its own.
+EXECUTOR_ERROR = "EXECUTOR_ERROR"
+#: Stage failure: the attempt exceeded its deadline.
+STAGE_TIMEOUT = "STAGE_TIMEOUT"
+#: Stage failure: the executor's event stream ended without a result.
+STAGE_INCOMPLETE = "STAGE_INCOMPLETE"
+#: Stage failure: a bug in the scheduler (logged with its traceback).
+STAGE_INTERNAL_ERROR = "STAGE_INTERNAL_ERROR"

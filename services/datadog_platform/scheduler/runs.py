@@ -1,0 +1,389 @@
+"""Run manager: creates runs, drives their stages through a dispatcher, and lets
+callers watch them.
+
+Run: QUEUED → RUNNING (first dispatch) → SUCCEEDED | FAILED.
+Stage: PENDING → QUEUED (dispatch decided; committed with the run's state) → RUNNING
+(executor started) → SUCCEEDED | FAILED.
+
+The manager keeps the live state of the runs it drives in memory (watchers are
+notified on every change, progress included) and persists every state change; pure
+progress is persisted at most every ``progress_persist_interval`` seconds per stage.
+When the process stops, drivers are cancelled and leave their state as it is; the
+next manager on the same database resumes those runs and dispatches their
+unfinished stages again (sinks are idempotent and atomic, so at-least-once stage
+execution is safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.core.errors import FieldViolation, invalid_argument
+from datadog_platform.core.logging import get_logger
+from datadog_platform.scheduler.domain import (
+    INVALID_REQUEST,
+    STAGE_INCOMPLETE,
+    STAGE_INTERNAL_ERROR,
+    Dispatcher,
+    DispatchError,
+    Run,
+    RunState,
+    StageOutput,
+    StageRun,
+    StageState,
+    Task,
+    TaskEvent,
+    TaskFailed,
+    TaskMetrics,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+    new_run_id,
+    utc_now,
+)
+from datadog_platform.scheduler.planner import plan_pipeline
+from datadog_platform.scheduler.store import IdempotencyKey, Store
+from datadog_platform.scheduler.validation import check_request_id
+
+log = get_logger(__name__)
+
+#: How often a watcher of a run driven by another process polls the store.
+_POLL_SECONDS = 1.0
+
+
+@dataclass(eq=False)
+class _LiveRun:
+    """A run this manager drives: its live state and a change counter to wait on."""
+
+    run: Run
+    steps: dict[str, step_pb2.Step]
+    version: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+class RunManager:
+    """Creates, drives, resumes and watches runs."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        *,
+        progress_persist_interval: float = 0.5,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._persist_interval = progress_persist_interval
+        self._clock = clock
+        self._live: dict[str, _LiveRun] = {}
+        self._drivers: set[asyncio.Task[None]] = set()
+
+    async def start_run(self, pipeline: str, request_id: str = "") -> Run:
+        """Create a run of the latest version of ``pipeline`` and start driving it.
+
+        Returns the run as created (QUEUED, stages PENDING). A ``request_id`` seen
+        before returns the run the first request created and starts nothing.
+        """
+        if not pipeline:
+            raise invalid_argument(
+                INVALID_REQUEST, "pipeline is required", [FieldViolation("pipeline", "is required")]
+            )
+        check_request_id(request_id)
+        spec = await self._store.get_pipeline(pipeline)
+        run = Run(
+            run_id=new_run_id(),
+            pipeline=spec.name,
+            pipeline_version=spec.version,
+            state=RunState.QUEUED,
+            create_time=self._clock(),
+            stages=[StageRun(s.stage_id, s.steps) for s in plan_pipeline(spec)],
+            request_id=request_id,
+        )
+        key = IdempotencyKey("RunPipeline", request_id, pipeline) if request_id else None
+        stored = await self._store.create_run(run, key)
+        if stored.run_id == run.run_id:
+            log.info("run.created", run_id=run.run_id, pipeline=pipeline, version=spec.version)
+            self._launch(copy.deepcopy(run), {s.name: s for s in spec.steps})
+        return stored
+
+    async def get_run(self, run_id: str) -> Run:
+        """The run's current state (live progress included)."""
+        _require_run_id(run_id)
+        live = self._live.get(run_id)
+        if live is not None:
+            async with live.changed:
+                return copy.deepcopy(live.run)
+        return await self._store.get_run(run_id)
+
+    async def watch(self, run_id: str) -> AsyncIterator[Run]:
+        """The run now, then after every change; ends after a terminal snapshot."""
+        _require_run_id(run_id)
+        live = self._live.get(run_id)
+        if live is None:
+            run = await self._store.get_run(run_id)  # NOT_FOUND for unknown runs
+            yield run
+            if run.state.is_terminal:
+                return
+            live = self._live.get(run_id)
+            if live is None:
+                async for polled in self._poll(run):
+                    yield polled
+                return
+        seen = -1
+        while True:
+            async with live.changed:
+                while live.version == seen:
+                    await live.changed.wait()
+                seen = live.version
+                snapshot = copy.deepcopy(live.run)
+            yield snapshot
+            if snapshot.state.is_terminal:
+                return
+
+    async def _poll(self, last: Run) -> AsyncIterator[Run]:
+        # Only for runs no manager of this process drives (e.g. another process's).
+        while not last.state.is_terminal:
+            await asyncio.sleep(_POLL_SECONDS)
+            current = await self.get_run(last.run_id)
+            if current != last:
+                yield current
+                last = current
+
+    async def resume(self) -> int:
+        """Drive again the runs a previous process left QUEUED or RUNNING; returns how many."""
+        runs = [r for r in await self._store.unfinished_runs() if r.run_id not in self._live]
+        for run in runs:
+            spec = await self._store.get_pipeline(run.pipeline, run.pipeline_version)
+            log.info("run.resumed", run_id=run.run_id, pipeline=run.pipeline)
+            self._launch(run, {s.name: s for s in spec.steps})
+        return len(runs)
+
+    async def close(self) -> None:
+        """Stop driving runs; their state stays as persisted, for :meth:`resume`."""
+        drivers = list(self._drivers)
+        for driver in drivers:
+            driver.cancel()
+        await asyncio.gather(*drivers, return_exceptions=True)
+
+    async def wait_idle(self) -> None:
+        """Wait until every run being driven has finished (for tests and shutdown)."""
+        while self._drivers:
+            await asyncio.gather(*list(self._drivers), return_exceptions=True)
+
+    # --- driving ----------------------------------------------------------------------
+
+    def _launch(self, run: Run, steps: dict[str, step_pb2.Step]) -> None:
+        live = _LiveRun(run, steps)
+        self._live[run.run_id] = live
+        driver = asyncio.create_task(self._drive(live), name=f"run-{run.run_id}")
+        self._drivers.add(driver)
+        driver.add_done_callback(self._drivers.discard)
+
+    async def _drive(self, live: _LiveRun) -> None:
+        run = live.run
+        try:
+            # Stages are independent (no fan-in/out yet), so all start at once; a
+            # TaskGroup cancels the others if one breaks unexpectedly.
+            async with asyncio.TaskGroup() as group:
+                for stage in run.stages:
+                    if not stage.state.is_terminal:
+                        group.create_task(self._drive_stage(live, stage))
+            await self._finish(live)
+        except asyncio.CancelledError:
+            log.info("run.interrupted", run_id=run.run_id)
+            raise
+        except Exception:
+            log.exception("run.driver_failed", run_id=run.run_id)
+            await self._abandon(live)
+        finally:
+            self._live.pop(run.run_id, None)
+
+    async def _abandon(self, live: _LiveRun) -> None:
+        """Fail a run whose driver broke (e.g. the store failed), so watchers end."""
+
+        def fail() -> None:
+            live.run.state = RunState.FAILED
+            live.run.error_message = "internal error in the scheduler; see its log"
+            live.run.end_time = self._clock()
+
+        try:
+            await self._change(live, None, fail)
+        except Exception:
+            log.exception("run.abandon_failed", run_id=live.run.run_id)
+            async with live.changed:  # not persisted: the run resumes on the next start
+                live.version += 1
+                live.changed.notify_all()
+
+    async def _drive_stage(self, live: _LiveRun, stage: StageRun) -> None:
+        run = live.run
+
+        def queue() -> None:
+            now = self._clock()
+            stage.state = StageState.QUEUED
+            stage.attempt += 1
+            stage.start_time = stage.end_time = None
+            stage.metrics = TaskMetrics()
+            stage.outputs = ()
+            stage.error_reason = stage.error_message = ""
+            if run.state is RunState.QUEUED:
+                run.state = RunState.RUNNING
+                run.start_time = now
+
+        # The dispatch decision commits with the run's state, before the dispatch.
+        await self._change(live, stage, queue)
+        task = Task(
+            run_id=run.run_id,
+            stage_id=stage.stage_id,
+            attempt=stage.attempt,
+            steps=tuple(live.steps[name] for name in stage.steps),
+        )
+        log.info(
+            "stage.dispatched", run_id=run.run_id, stage_id=stage.stage_id, attempt=task.attempt
+        )
+        try:
+            finished = await self._follow(live, stage, task)
+        except DispatchError as exc:
+            await self._fail(live, stage, exc.reason, exc.message)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("stage.internal_error", run_id=run.run_id, stage_id=stage.stage_id)
+            await self._fail(
+                live,
+                stage,
+                STAGE_INTERNAL_ERROR,
+                "internal error in the scheduler while running the stage; see its log",
+            )
+            return
+        if not finished:
+            await self._fail(
+                live,
+                stage,
+                STAGE_INCOMPLETE,
+                "the executor ended the task without reporting success or failure",
+            )
+
+    async def _follow(self, live: _LiveRun, stage: StageRun, task: Task) -> bool:
+        """Apply the attempt's events to the stage; True once it reached a result."""
+        events: AsyncIterator[TaskEvent] = self._dispatcher.execute(task)
+        last_saved = time.monotonic()
+        try:
+            async for event in events:
+                match event:
+                    case TaskStarted():
+                        await self._change(live, stage, lambda: self._mark_running(stage))
+                        last_saved = time.monotonic()
+                    case TaskProgress(metrics=metrics):
+                        persist = time.monotonic() - last_saved >= self._persist_interval
+                        await self._change(
+                            live, stage, lambda m=metrics: self._progress(stage, m), persist
+                        )
+                        if persist:
+                            last_saved = time.monotonic()
+                    case TaskSucceeded(metrics=metrics, outputs=outputs):
+
+                        def succeed(
+                            m: TaskMetrics = metrics, o: tuple[StageOutput, ...] = outputs
+                        ) -> None:
+                            self._mark_running(stage)
+                            stage.state = StageState.SUCCEEDED
+                            stage.metrics, stage.outputs = m, tuple(o)
+                            stage.end_time = self._clock()
+
+                        await self._change(live, stage, succeed)
+                        log.info("stage.succeeded", run_id=task.run_id, stage_id=stage.stage_id)
+                        return True
+                    case TaskFailed(reason=reason, message=message, metrics=metrics):
+                        await self._fail(live, stage, reason, message, metrics)
+                        return True
+        finally:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()  # cancels the attempt if we stopped reading early
+        return False
+
+    def _mark_running(self, stage: StageRun) -> None:
+        if stage.state is StageState.QUEUED:
+            stage.state = StageState.RUNNING
+            stage.start_time = self._clock()
+
+    def _progress(self, stage: StageRun, metrics: TaskMetrics) -> None:
+        self._mark_running(stage)
+        stage.metrics = metrics
+
+    async def _fail(
+        self,
+        live: _LiveRun,
+        stage: StageRun,
+        reason: str,
+        message: str,
+        metrics: TaskMetrics | None = None,
+    ) -> None:
+        def fail() -> None:
+            stage.state = StageState.FAILED
+            stage.error_reason = reason or "UNKNOWN"
+            stage.error_message = message or "the stage failed without a message"
+            stage.end_time = self._clock()
+            if metrics is not None:
+                stage.metrics = metrics
+
+        await self._change(live, stage, fail)
+        log.warning(
+            "stage.failed",
+            run_id=live.run.run_id,
+            stage_id=stage.stage_id,
+            reason=stage.error_reason,
+            error=stage.error_message,
+        )
+
+    async def _finish(self, live: _LiveRun) -> None:
+        run = live.run
+
+        def finish() -> None:
+            failed = [s for s in run.stages if s.state is not StageState.SUCCEEDED]
+            if failed:
+                run.state = RunState.FAILED
+                run.error_message = "; ".join(
+                    f'stage "{s.stage_id}" failed: {s.error_message}' for s in failed
+                )
+            else:
+                run.state = RunState.SUCCEEDED
+            run.end_time = self._clock()
+
+        await self._change(live, None, finish)
+        log.info("run.finished", run_id=run.run_id, state=run.state.value)
+
+    async def _change(
+        self,
+        live: _LiveRun,
+        stage: StageRun | None,
+        change: Callable[[], None],
+        persist: bool = True,
+    ) -> None:
+        """Apply ``change`` to the live run, persist it, then wake the watchers.
+
+        All of it happens under the run's lock, which watchers also take to copy the
+        run: so they never see a state change that is not yet in the store (only
+        unpersisted progress counters).
+        """
+        async with live.changed:
+            change()
+            if persist:
+                await self._store.update_run(live.run, [stage] if stage else [])
+            live.version += 1
+            live.changed.notify_all()
+
+
+def _require_run_id(run_id: str) -> None:
+    if not run_id:
+        raise invalid_argument(
+            INVALID_REQUEST, "run_id is required", [FieldViolation("run_id", "is required")]
+        )

@@ -1,0 +1,378 @@
+"""Run manager: run and stage state machines, watching, persistence and resume.
+
+The executor is replaced by in-test implementations of the domain ``Dispatcher``
+protocol (this is a unit test of the domain, not of the services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf.json_format import ParseDict
+
+from datadog_platform.api.scheduler.v1 import pipeline_pb2
+from datadog_platform.core.errors import DomainError, ErrorCode
+from datadog_platform.scheduler.domain import (
+    DispatchError,
+    Run,
+    RunState,
+    StageOutput,
+    StageState,
+    Task,
+    TaskEvent,
+    TaskFailed,
+    TaskMetrics,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+    utc_now,
+)
+from datadog_platform.scheduler.runs import RunManager
+from datadog_platform.scheduler.store import Store
+
+pytestmark = pytest.mark.timeout(20)
+
+
+def chain(prefix: str) -> list[dict[str, Any]]:
+    return [
+        {"name": f"{prefix}_src", "source": {"file": {"path": f"{prefix}.csv"}}},
+        {
+            "name": f"{prefix}_big",
+            "inputs": [f"{prefix}_src"],
+            "transform": {"filter": {"predicate": "amount > 100"}},
+        },
+        {
+            "name": f"{prefix}_out",
+            "inputs": [f"{prefix}_big"],
+            "sink": {"file": {"path": f"{prefix}.parquet"}},
+        },
+    ]
+
+
+ONE_STAGE = ParseDict({"name": "one", "steps": chain("a")}, pipeline_pb2.Pipeline())
+TWO_STAGES = ParseDict({"name": "two", "steps": chain("a") + chain("b")}, pipeline_pb2.Pipeline())
+
+METRICS = TaskMetrics(rows_read=50, bytes_read=5000, rows_written=35, bytes_written=3500)
+
+
+def success(stage_id: str) -> list[TaskEvent]:
+    return [
+        TaskStarted("exec-1"),
+        TaskProgress(TaskMetrics(rows_read=10)),
+        TaskSucceeded(METRICS, (StageOutput(stage_id, f"file:///out/{stage_id}", 35),)),
+    ]
+
+
+class ScriptedDispatcher:
+    """Plays a fixed script of events (or raises) for each stage."""
+
+    def __init__(self, script: Callable[[Task], list[TaskEvent] | Exception]) -> None:
+        self.script = script
+        self.tasks: list[Task] = []
+
+    async def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+        self.tasks.append(task)
+        outcome = self.script(task)
+        if isinstance(outcome, Exception):
+            raise outcome
+        for event in outcome:
+            await asyncio.sleep(0)
+            yield event
+
+
+class GatedDispatcher:
+    """Yields the events a test pushes into each stage's queue; ``None`` ends the stream."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, asyncio.Queue[TaskEvent | None]] = {}
+        self.tasks: list[Task] = []
+        self.closed: list[str] = []
+
+    def queue(self, stage_id: str) -> asyncio.Queue[TaskEvent | None]:
+        return self.queues.setdefault(stage_id, asyncio.Queue())
+
+    async def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+        self.tasks.append(task)
+        queue = self.queue(task.stage_id)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self.closed.append(task.stage_id)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "s.db")
+    for spec in (ONE_STAGE, TWO_STAGES):
+        await opened.create_pipeline(spec, utc_now())
+    yield opened
+    await opened.close()
+
+
+async def until(manager: RunManager, run_id: str, predicate: Callable[[Run], bool]) -> Run:
+    async for run in manager.watch(run_id):
+        if predicate(run):
+            return run
+    raise AssertionError("the run ended before the condition held")
+
+
+async def finished(manager: RunManager, run_id: str) -> Run:
+    await manager.wait_idle()
+    return await manager.get_run(run_id)
+
+
+async def test_a_successful_run(store: Store) -> None:
+    dispatcher = ScriptedDispatcher(lambda task: success(task.stage_id))
+    manager = RunManager(store, dispatcher)
+    created = await manager.start_run("one")
+    assert created.state is RunState.QUEUED
+    assert created.pipeline_version == 1
+    assert [(s.stage_id, s.steps, s.state) for s in created.stages] == [
+        ("a_out", ("a_src", "a_big", "a_out"), StageState.PENDING)
+    ]
+    assert len(created.run_id) == 32
+
+    run = await finished(manager, created.run_id)
+    assert run.state is RunState.SUCCEEDED
+    assert run.start_time is not None
+    assert run.end_time is not None
+    assert run.error_message == ""
+    (stage,) = run.stages
+    assert stage.state is StageState.SUCCEEDED
+    assert stage.attempt == 1
+    assert stage.metrics == METRICS
+    assert stage.outputs == (StageOutput("a_out", "file:///out/a_out", 35),)
+    assert stage.start_time is not None
+    assert stage.end_time is not None
+    assert await store.get_run(run.run_id) == run
+
+    (task,) = dispatcher.tasks
+    assert (task.run_id, task.stage_id, task.attempt) == (run.run_id, "a_out", 1)
+    assert [s.name for s in task.steps] == ["a_src", "a_big", "a_out"]
+    assert task.steps[1].transform.filter.predicate == "amount > 100"
+
+
+async def test_a_failed_stage_fails_the_run(store: Store) -> None:
+    def script(task: Task) -> list[TaskEvent]:
+        if task.stage_id == "b_out":
+            return [TaskStarted(), TaskFailed("SOURCE_NOT_FOUND", "b.csv does not exist", "b_src")]
+        return success(task.stage_id)
+
+    manager = RunManager(store, ScriptedDispatcher(script))
+    run = await finished(manager, (await manager.start_run("two")).run_id)
+    assert run.state is RunState.FAILED
+    assert run.error_message == 'stage "b_out" failed: b.csv does not exist'
+    a, b = run.stages
+    assert a.state is StageState.SUCCEEDED
+    assert (b.state, b.error_reason, b.error_message) == (
+        StageState.FAILED,
+        "SOURCE_NOT_FOUND",
+        "b.csv does not exist",
+    )
+    assert b.end_time is not None
+    assert await store.get_run(run.run_id) == run
+
+
+@pytest.mark.parametrize(
+    ("outcome", "reason", "words"),
+    [
+        (DispatchError("EXECUTOR_UNAVAILABLE", "executor down"), "EXECUTOR_UNAVAILABLE", "down"),
+        ([TaskStarted(), TaskProgress(METRICS)], "STAGE_INCOMPLETE", "without reporting"),
+        (RuntimeError("bug"), "STAGE_INTERNAL_ERROR", "internal error"),
+    ],
+)
+async def test_dispatch_problems_fail_the_stage(
+    store: Store, outcome: Any, reason: str, words: str
+) -> None:
+    manager = RunManager(store, ScriptedDispatcher(lambda task: outcome))
+    run = await finished(manager, (await manager.start_run("one")).run_id)
+    assert run.state is RunState.FAILED
+    (stage,) = run.stages
+    assert stage.state is StageState.FAILED
+    assert stage.error_reason == reason
+    assert words in stage.error_message
+    assert run.error_message.startswith('stage "a_out" failed: ')
+
+
+async def test_independent_stages_run_concurrently(store: Store) -> None:
+    dispatcher = GatedDispatcher()
+    manager = RunManager(store, dispatcher)
+    run_id = (await manager.start_run("two")).run_id
+    # Both stages are dispatched before either is told anything.
+    run = await until(
+        manager, run_id, lambda r: all(s.state is StageState.QUEUED for s in r.stages)
+    )
+    assert run.state is RunState.RUNNING
+    assert run.start_time is not None
+    assert sorted(t.stage_id for t in dispatcher.tasks) == ["a_out", "b_out"]
+    for stage_id in ("a_out", "b_out"):
+        for event in success(stage_id):
+            dispatcher.queue(stage_id).put_nowait(event)
+    assert (await finished(manager, run_id)).state is RunState.SUCCEEDED
+
+
+async def test_watch_yields_every_change_and_ends_after_the_terminal_state(
+    store: Store,
+) -> None:
+    dispatcher = GatedDispatcher()
+    manager = RunManager(store, dispatcher)
+    run_id = (await manager.start_run("one")).run_id
+    watch = manager.watch(run_id)
+    first = await anext(watch)
+    assert first.run_id == run_id
+    assert first.state in (RunState.QUEUED, RunState.RUNNING)
+
+    snapshot = first
+    while snapshot.stages[0].state is not StageState.QUEUED:
+        snapshot = await anext(watch)
+    assert snapshot.state is RunState.RUNNING
+
+    queue = dispatcher.queue("a_out")
+    queue.put_nowait(TaskStarted())
+    snapshot = await anext(watch)
+    assert snapshot.stages[0].state is StageState.RUNNING
+    assert snapshot.stages[0].start_time is not None
+
+    for rows in (10, 20, 30):
+        queue.put_nowait(TaskProgress(TaskMetrics(rows_read=rows)))
+        snapshot = await anext(watch)
+        assert snapshot.stages[0].metrics.rows_read == rows
+
+    queue.put_nowait(success("a_out")[-1])
+    rest = [snapshot async for snapshot in watch]
+    assert rest[-1].state is RunState.SUCCEEDED
+    assert all(not s.state.is_terminal for s in rest[:-1])
+    # Watching a finished run yields it once and ends.
+    assert [r.state async for r in manager.watch(run_id)] == [RunState.SUCCEEDED]
+
+
+async def test_progress_is_persisted_throttled_but_shown_live(store: Store) -> None:
+    dispatcher = GatedDispatcher()
+    manager = RunManager(store, dispatcher, progress_persist_interval=3600)
+    run_id = (await manager.start_run("one")).run_id
+    queue = dispatcher.queue("a_out")
+    queue.put_nowait(TaskStarted())
+    queue.put_nowait(TaskProgress(TaskMetrics(rows_read=42)))
+    live = await until(manager, run_id, lambda r: r.stages[0].metrics.rows_read == 42)
+    assert (await manager.get_run(run_id)).stages[0].metrics.rows_read == 42
+    stored = await store.get_run(run_id)
+    assert stored.stages[0].state is StageState.RUNNING  # state changes are saved at once
+    assert stored.stages[0].metrics.rows_read == 0  # progress within the interval is not
+    assert live.stages[0].state is StageState.RUNNING
+    queue.put_nowait(success("a_out")[-1])
+    run = await finished(manager, run_id)
+    assert (await store.get_run(run_id)).stages[0].metrics == run.stages[0].metrics == METRICS
+
+
+async def test_progress_is_persisted_once_the_interval_has_passed(store: Store) -> None:
+    dispatcher = GatedDispatcher()
+    manager = RunManager(store, dispatcher, progress_persist_interval=0)
+    run_id = (await manager.start_run("one")).run_id
+    dispatcher.queue("a_out").put_nowait(TaskProgress(TaskMetrics(rows_read=7)))
+    await until(manager, run_id, lambda r: r.stages[0].metrics.rows_read == 7)
+    assert (await store.get_run(run_id)).stages[0].metrics.rows_read == 7
+    dispatcher.queue("a_out").put_nowait(None)
+    await manager.wait_idle()
+
+
+async def test_a_restarted_manager_resumes_unfinished_runs(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.create_pipeline(TWO_STAGES, utc_now())
+    gated = GatedDispatcher()
+    manager = RunManager(store, gated)
+    run_id = (await manager.start_run("two")).run_id
+    # Stage a_out finishes; b_out is running when the process "dies".
+    for event in success("a_out"):
+        gated.queue("a_out").put_nowait(event)
+    gated.queue("b_out").put_nowait(TaskStarted())
+    await until(
+        manager,
+        run_id,
+        lambda r: [s.state for s in r.stages] == [StageState.SUCCEEDED, StageState.RUNNING],
+    )
+    await manager.close()
+    assert "b_out" in gated.closed  # the interrupted attempt was cancelled
+    await store.close()
+
+    store = await Store.open(path)
+    try:
+        left = await store.get_run(run_id)
+        assert left.state is RunState.RUNNING
+        assert [(s.state, s.attempt) for s in left.stages] == [
+            (StageState.SUCCEEDED, 1),
+            (StageState.RUNNING, 1),
+        ]
+        dispatcher = ScriptedDispatcher(lambda task: success(task.stage_id))
+        manager = RunManager(store, dispatcher)
+        assert await manager.resume() == 1
+        run = await finished(manager, run_id)
+        assert run.state is RunState.SUCCEEDED
+        # Only the unfinished stage runs again, as a new attempt.
+        assert [(t.stage_id, t.attempt) for t in dispatcher.tasks] == [("b_out", 2)]
+        assert [s.attempt for s in run.stages] == [1, 2]
+        assert await store.get_run(run_id) == run
+        assert await manager.resume() == 0
+    finally:
+        await store.close()
+
+
+async def test_a_run_interrupted_before_dispatch_is_resumed_from_the_start(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    await store.create_pipeline(ONE_STAGE, utc_now())
+    manager = RunManager(store, GatedDispatcher())
+    run_id = (await manager.start_run("one")).run_id
+    await manager.close()  # before the driver got to run at all
+    assert (await store.get_run(run_id)).state is RunState.QUEUED
+    await store.close()
+
+    store = await Store.open(path)
+    try:
+        dispatcher = ScriptedDispatcher(lambda task: success(task.stage_id))
+        manager = RunManager(store, dispatcher)
+        assert await manager.resume() == 1
+        assert (await finished(manager, run_id)).state is RunState.SUCCEEDED
+        assert [t.attempt for t in dispatcher.tasks] == [1]
+    finally:
+        await store.close()
+
+
+async def test_request_id_returns_the_first_run_and_dispatches_once(store: Store) -> None:
+    dispatcher = ScriptedDispatcher(lambda task: success(task.stage_id))
+    manager = RunManager(store, dispatcher)
+    first = await manager.start_run("one", request_id="req-1")
+    await manager.wait_idle()
+    again = await manager.start_run("one", request_id="req-1")
+    assert again == first
+    assert again.state is RunState.QUEUED
+    other = await manager.start_run("one", request_id="req-2")
+    assert other.run_id != first.run_id
+    await manager.wait_idle()
+    assert [t.run_id for t in dispatcher.tasks] == [first.run_id, other.run_id]
+    with pytest.raises(DomainError) as raised:
+        await manager.start_run("two", request_id="req-1")
+    assert raised.value.reason == "REQUEST_ID_REUSED"
+
+
+async def test_unknown_pipelines_and_runs_are_not_found(store: Store) -> None:
+    manager = RunManager(store, ScriptedDispatcher(lambda task: []))
+    with pytest.raises(DomainError) as raised:
+        await manager.start_run("nope")
+    assert (raised.value.code, raised.value.reason) == (ErrorCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    with pytest.raises(DomainError) as raised:
+        await manager.get_run("nope")
+    assert raised.value.reason == "RUN_NOT_FOUND"
+    with pytest.raises(DomainError) as raised:
+        await anext(manager.watch("nope"))
+    assert raised.value.reason == "RUN_NOT_FOUND"
+    with pytest.raises(DomainError) as raised:
+        await manager.get_run("")
+    assert raised.value.code is ErrorCode.INVALID_ARGUMENT
