@@ -1,0 +1,48 @@
+"""``datadog-executor``: run the executor service until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from datadog_platform.core.config import (
+    DEFAULT_CONNECTOR_ADDRESS,
+    DEFAULT_EXECUTOR_ADDRESS,
+    add_common_flags,
+    env_default,
+)
+from datadog_platform.core.logging import configure_logging
+from datadog_platform.executor.app import ExecutorConfig, build_server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse flags, start the server, print ``listening on HOST:PORT``, serve until signalled."""
+    parser = argparse.ArgumentParser(
+        prog="datadog-executor",
+        description="DataDog executor: runs pipeline stages on Arrow record batches.",
+    )
+    parser.add_argument(
+        "--listen",
+        default=env_default("EXECUTOR_LISTEN", DEFAULT_EXECUTOR_ADDRESS),
+        help="host:port to serve on; port 0 picks a free one (env DATADOG_EXECUTOR_LISTEN)",
+    )
+    parser.add_argument(
+        "--connector",
+        default=env_default("CONNECTOR_ADDRESS", DEFAULT_CONNECTOR_ADDRESS),
+        help="host:port of the connector service (env DATADOG_CONNECTOR_ADDRESS)",
+    )
+    add_common_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging("executor", args.log_level)
+    asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = await build_server(ExecutorConfig(connector_address=args.connector), args.listen)
+    await server.start()
+    print(f"listening on {server.address}", flush=True)
+    await server.serve_until_signalled(args.shutdown_grace)
+
+
+if __name__ == "__main__":
+    main()
