@@ -1,0 +1,152 @@
+"""Entry point of the ``datadog`` command: argument parsing, dispatch, error reporting.
+
+Errors never show a traceback: a failed call prints ``error: <message> (<CODE>, <reason>)``
+and one ``  - <field>: <description>`` line per field violation, on standard error, and
+the process exits with the code listed in :mod:`datadog_platform.cli.errors`:
+0 ok, 1 run failed, 2 usage, 3 not found, 4 invalid argument, 5 scheduler unreachable
+or too slow, 6 anything else, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import grpc
+
+from datadog_platform.cli import commands, dev
+from datadog_platform.cli.errors import EXIT_CODES_HELP, CliError, ExitCode, exit_code_for
+from datadog_platform.cli.output import rpc_error_lines
+from datadog_platform.core.config import DEFAULT_SCHEDULER_ADDRESS, env_default
+from datadog_platform.core.status import details_of
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command tree; each leaf sets ``handler``."""
+    parser = argparse.ArgumentParser(
+        prog="datadog",
+        description="DataDog: define, run and watch data pipelines.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--server",
+        default=env_default("SERVER", DEFAULT_SCHEDULER_ADDRESS),
+        metavar="HOST:PORT",
+        help=f"scheduler address (env DATADOG_SERVER; default {DEFAULT_SCHEDULER_ADDRESS})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        # A string default goes through `type`, so a bad DATADOG_TIMEOUT is a usage error.
+        default=env_default("TIMEOUT", "10"),
+        metavar="SECONDS",
+        help="deadline of each call (env DATADOG_TIMEOUT; default 10)",
+    )
+    areas = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
+
+    pipeline = areas.add_parser("pipeline", help="create, list, show and run pipelines")
+    pipeline_cmds = pipeline.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    create = pipeline_cmds.add_parser("create", help="register a pipeline from a YAML/JSON file")
+    create.add_argument("-f", "--file", required=True, help="pipeline file (.yaml, .yml, .json)")
+    _add_request_id(create)
+    create.set_defaults(handler=commands.cmd_pipeline_create)
+    listing = pipeline_cmds.add_parser("list", help="list pipelines (latest versions)")
+    listing.set_defaults(handler=commands.cmd_pipeline_list)
+    get = pipeline_cmds.add_parser("get", help="show a pipeline, its steps and its plan")
+    get.add_argument("name")
+    get.add_argument("--version", type=int, default=0, help="version to show (default: latest)")
+    get.set_defaults(handler=commands.cmd_pipeline_get)
+    run = pipeline_cmds.add_parser("run", help="start a run of a pipeline's latest version")
+    run.add_argument("name")
+    run.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    run.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        default=commands.DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --wait follows the run (default 86400)",
+    )
+    _add_request_id(run)
+    run.set_defaults(handler=commands.cmd_pipeline_run)
+
+    runs = areas.add_parser("run", help="inspect runs")
+    run_cmds = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    status = run_cmds.add_parser("status", help="show a run and each of its stages")
+    status.add_argument("run_id", metavar="RUN_ID")
+    status.set_defaults(handler=commands.cmd_run_status)
+
+    connector = areas.add_parser("connector", help="inspect connections")
+    connector_cmds = connector.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    connections = connector_cmds.add_parser("list", help="list the configured connections")
+    connections.set_defaults(handler=commands.cmd_connector_list)
+
+    dev_parser = areas.add_parser(
+        "dev",
+        help="start the three services locally (dev mode)",
+        description=dev.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev.add_arguments(dev_parser)
+    dev_parser.set_defaults(handler=dev.cmd_dev)
+    return parser
+
+
+def _add_request_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--request-id", default="", metavar="ID", help="idempotency key: a retry returns the same"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def run(argv: Sequence[str]) -> int:
+    """Parse ``argv``, run the command and return its exit code; prints, never raises."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
+    handler: Handler = args.handler
+    try:
+        return int(handler(args))
+    except CliError as exc:
+        _print_error(exc.lines)
+        return exc.exit_code
+    except grpc.RpcError as exc:
+        details = details_of(exc)
+        _print_error(rpc_error_lines(details, args.server))
+        return exit_code_for(details.code)
+    except KeyboardInterrupt:
+        _print_error(["interrupted"])
+        return ExitCode.INTERRUPTED
+
+
+def _print_error(lines: Sequence[str]) -> None:
+    sys.stdout.flush()  # keep what was printed so far ahead of the error
+    for line in lines:
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; with no ``argv`` it reads ``sys.argv`` and exits."""
+    code = run(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""The ``datadog`` CLI against the real services, started in-process on ephemeral ports.
+
+The CLI is synchronous while the fixtures' servers run on the test's event loop, so
+``main`` runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datadog_platform.cli.main import main
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "csv_to_parquet.yaml"
+
+
+async def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``datadog ARGS`` in a thread; returns (exit code, stdout, stderr)."""
+    code = await asyncio.to_thread(main, list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def example_data(data_root: Path) -> Path:
+    """The example's input CSV under the "local" connection's root."""
+    target = data_root / "examples" / "data"
+    target.mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "data" / "orders.csv", target / "orders.csv")
+    return target / "orders.csv"
+
+
+@pytest.fixture
+def dead_address() -> Iterator[str]:
+    """An address where nothing listens: a bound socket that never accepts.
+
+    Safer than a fixed port such as 1, which another process may happen to hold.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def output_file(data_root: Path) -> Path:
+    """Where the example writes, as an absolute path (its location is file:// + this)."""
+    return data_root.resolve() / "out" / "big_orders.parquet"
+
+
+def run_id_of(out: str) -> str:
+    """The id in the ``started run ID of ...`` line printed by ``pipeline run --wait``."""
+    for line in out.splitlines():
+        if line.startswith("started run "):
+            return line.split()[2]
+    raise AssertionError(f"no run id in:\n{out}")
+
+
+async def test_create_list_get_run_and_status_of_the_example(
+    scheduler_address: str,
+    data_root: Path,
+    example_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = ("--server", scheduler_address)
+
+    code, out, err = await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE))
+    assert (code, err) == (0, "")
+    assert "created pipeline csv_to_parquet version 1" in out
+    assert "stage out: orders -> big_orders -> out" in out
+
+    code, out, _ = await cli(capsys, *server, "pipeline", "list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split()[:3] == ["NAME", "VERSION", "STEPS"]
+    assert [row.split()[:3] for row in rows] == [["csv_to_parquet", "1", "3"]]
+
+    code, out, _ = await cli(capsys, *server, "pipeline", "get", "csv_to_parquet")
+    assert code == 0
+    assert "Description:  Orders over 100 from the example CSV, written as Parquet." in out
+    assert "Tags:         example" in out
+    assert "Labels:       team=data-platform" in out
+    assert "predicate=amount > 100" in out
+    step_rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[9:12]}
+    assert step_rows == {
+        "orders": ["source/file", "-"],
+        "big_orders": ["transform/filter", "orders"],
+        "out": ["sink/file", "big_orders"],
+    }
+    assert "  stage out: orders -> big_orders -> out" in out
+
+    code, out, err = await cli(capsys, *server, "pipeline", "run", "csv_to_parquet", "--wait")
+    written = output_file(data_root)
+    assert (code, err) == (0, "")
+    assert "run SUCCEEDED" in out  # plain progress lines, as stdout is not a terminal
+    assert f"out: wrote 35 rows to file://{written}" in out
+    assert (await asyncio.to_thread(pq.read_table, written)).num_rows == 35
+    run_id = run_id_of(out)
+
+    code, out, _ = await cli(capsys, *server, "run", "status", run_id)
+    assert code == 0
+    assert f"Run:       {run_id}" in out
+    assert "Pipeline:  csv_to_parquet (version 1)" in out
+    assert "State:     SUCCEEDED" in out
+    assert "  out: SUCCEEDED, attempt 1, rows read 50, written 35" in out
+    assert f"output out: wrote 35 rows to file://{written}" in out
+
+    # The same name again is refused, on one line, with the scheduler's reason.
+    code, out, err = await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE))
+    assert code == 6
+    assert len(err.splitlines()) == 1
+    assert err.startswith("error: ")
+    assert "(ALREADY_EXISTS, " in err
+
+
+async def test_run_without_wait_prints_only_the_run_id(
+    scheduler_address: str, example_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "csv_to_parquet")
+    assert code == 0
+    (run_id,) = out.split()
+    code, out, _ = await cli(capsys, *server, "run", "status", run_id)
+    assert code == 0
+    assert f"Run:       {run_id}" in out
+
+
+async def test_invalid_spec_prints_each_violation_and_exits_4(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        """\
+name: bad
+steps:
+  - name: orders
+    source: {file: {path: in.csv}}
+  - name: orders
+    source: {file: {path: other.csv}}
+  - name: out
+    inputs: [nowhere]
+    sink: {file: {path: out.parquet}}
+""",
+        encoding="utf-8",
+    )
+    code, out, err = await cli(
+        capsys, "--server", scheduler_address, "pipeline", "create", "-f", str(spec)
+    )
+    assert code == 4
+    assert out == ""
+    first, *violations = err.splitlines()
+    assert first.startswith("error: ")
+    assert "(INVALID_ARGUMENT, " in first
+    assert len(violations) >= 2
+    assert all(line.startswith("  - pipeline.steps[") for line in violations)
+    assert any("steps[1].name" in line for line in violations)  # the duplicate name
+    assert any("steps[2].inputs" in line and "nowhere" in line for line in violations)
+
+
+async def test_unknown_pipeline_and_run_exit_3(
+    scheduler_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    for args in (
+        ("pipeline", "get", "nope"),
+        ("pipeline", "run", "nope", "--wait"),
+        ("run", "status", "no-such-run"),
+    ):
+        code, out, err = await cli(capsys, *server, *args)
+        assert code == 3, args
+        assert out == ""
+        assert len(err.splitlines()) == 1
+        assert err.startswith("error: ")
+        assert "(NOT_FOUND, " in err
+
+
+async def test_unreachable_server_exits_5_with_one_line(
+    dead_address: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = await cli(capsys, "--server", dead_address, "pipeline", "list")
+    assert code == 5
+    assert out == ""
+    assert err.splitlines() == [
+        f"error: cannot reach the DataDog scheduler at {dead_address} (UNAVAILABLE)"
+    ]
+
+
+async def test_connector_list_shows_the_local_connection(
+    scheduler_address: str, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = await cli(capsys, "--server", scheduler_address, "connector", "list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["NAME", "TYPE", "DESCRIPTION", "OPTIONS"]
+    local = [row for row in rows if row.split()[0] == "local"]
+    assert len(local) == 1
+    assert local[0].split()[1] == "file"
+
+
+async def test_missing_input_file_fails_the_run_with_exit_1(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    spec = tmp_path / "missing.yaml"
+    spec.write_text(
+        EXAMPLE.read_text(encoding="utf-8")
+        .replace("name: csv_to_parquet", "name: missing_input")
+        .replace("examples/data/orders.csv", "examples/data/absent.csv"),
+        encoding="utf-8",
+    )
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(spec)))[0] == 0
+
+    code, out, err = await cli(capsys, *server, "pipeline", "run", "missing_input", "--wait")
+    assert code == 1
+    assert err == ""
+    assert "run FAILED" in out
+    assert "stage out FAILED (attempt " in out
+    assert "SOURCE_NOT_FOUND" in out
+    run_id = run_id_of(out)
+
+    code, out, _ = await cli(capsys, *server, "run", "status", run_id)
+    assert code == 0  # reporting a failed run is not a failure of the command
+    assert "State:     FAILED" in out
+    assert "error: SOURCE_NOT_FOUND" in out

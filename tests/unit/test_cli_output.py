@@ -1,0 +1,269 @@
+"""Rendering of runs, pipelines, connections and errors by the CLI."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from datadog_platform.api.common.v1 import connection_pb2, step_pb2, task_pb2
+from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
+from datadog_platform.cli import output
+from datadog_platform.cli.errors import ExitCode, exit_code_for
+from datadog_platform.cli.main import main
+from datadog_platform.core.errors import FieldViolation
+from datadog_platform.core.status import RpcErrorDetails
+
+LOCATION = "file:///data/out/big_orders.parquet"
+
+
+def stage(
+    stage_id: str,
+    state: int,
+    *,
+    attempt: int = 1,
+    read: int = 0,
+    written: int = 0,
+    outputs: tuple[task_pb2.StageOutput, ...] = (),
+    reason: str = "",
+    message: str = "",
+) -> run_pb2.StageRun:
+    return run_pb2.StageRun(
+        stage_id=stage_id,
+        steps=["orders", "big_orders", stage_id],
+        state=state,
+        attempt=attempt,
+        metrics=task_pb2.TaskMetrics(rows_read=read, rows_written=written),
+        outputs=list(outputs),
+        error_reason=reason,
+        error_message=message,
+    )
+
+
+def run_of(state: int, *stages: run_pb2.StageRun, error: str = "") -> run_pb2.Run:
+    run = run_pb2.Run(
+        run_id="r-1",
+        pipeline="csv_to_parquet",
+        pipeline_version=2,
+        state=state,
+        stages=list(stages),
+        error_message=error,
+    )
+    run.create_time.FromSeconds(1_800_000_000)
+    run.start_time.FromSeconds(1_800_000_001)
+    if state in output.FINAL_RUN_STATES:
+        run.end_time.FromSeconds(1_800_000_004)
+    return run
+
+
+SUCCEEDED = run_of(
+    run_pb2.RUN_STATE_SUCCEEDED,
+    stage(
+        "out",
+        run_pb2.STAGE_STATE_SUCCEEDED,
+        read=50,
+        written=35,
+        outputs=(task_pb2.StageOutput(step="out", location=LOCATION, rows_written=35),),
+    ),
+)
+FAILED = run_of(
+    run_pb2.RUN_STATE_FAILED,
+    stage("ok", run_pb2.STAGE_STATE_SUCCEEDED, read=3, written=3),
+    stage(
+        "out",
+        run_pb2.STAGE_STATE_FAILED,
+        attempt=2,
+        reason="SOURCE_NOT_FOUND",
+        message="no file\nexamples/data/missing.csv",
+    ),
+    stage("after", run_pb2.STAGE_STATE_UPSTREAM_FAILED, attempt=0),
+    error="stage out failed",
+)
+
+
+def test_result_of_a_successful_run_lists_each_output() -> None:
+    assert output.run_result_lines(SUCCEEDED) == [
+        "run r-1 SUCCEEDED in 4.0s",
+        f"  out: wrote 35 rows to {LOCATION}",
+    ]
+
+
+def test_result_of_a_failed_run_lists_the_failed_stages_with_reason_and_message() -> None:
+    assert output.run_result_lines(FAILED) == [
+        "run r-1 FAILED in 4.0s: stage out failed",
+        "  stage out FAILED (attempt 2): SOURCE_NOT_FOUND: no file examples/data/missing.csv",
+        "  stage after UPSTREAM_FAILED",
+    ]
+
+
+def test_run_status_shows_every_stage_with_attempt_rows_outputs_and_error() -> None:
+    lines = output.run_status_lines(FAILED)
+    text = "\n".join(lines)
+    assert lines[0] == "Run:       r-1"
+    assert "Pipeline:  csv_to_parquet (version 2)" in lines
+    assert "State:     FAILED" in lines
+    assert "(took 4.0s)" in text
+    assert "Error:     stage out failed" in lines
+    assert "  ok: SUCCEEDED, attempt 1, rows read 3, written 3" in lines
+    assert "  out: FAILED, attempt 2, rows read 0, written 0" in lines
+    assert "      error: SOURCE_NOT_FOUND: no file examples/data/missing.csv" in lines
+    assert "      steps: orders -> big_orders -> out" in lines
+    success = output.run_status_lines(SUCCEEDED)
+    assert f"      output out: wrote 35 rows to {LOCATION}" in success
+
+
+def test_unset_times_show_as_dash() -> None:
+    run = run_pb2.Run(run_id="r", state=run_pb2.RUN_STATE_QUEUED)
+    lines = output.run_status_lines(run)
+    assert "Started:   -" in lines
+    assert "Ended:     -" in lines
+    assert "  (none)" in lines
+
+
+def test_progress_line_counts_finished_stages_and_rows() -> None:
+    running = run_of(
+        run_pb2.RUN_STATE_RUNNING,
+        stage("a", run_pb2.STAGE_STATE_SUCCEEDED, read=10, written=4),
+        stage("b", run_pb2.STAGE_STATE_RUNNING, read=5, written=1),
+    )
+    assert output.progress_line(running, 75.0) == (
+        "RUNNING  stages 1/2  rows read 15, written 5  elapsed 1m15s"
+    )
+
+
+def test_change_lines_only_report_state_changes() -> None:
+    queued = run_of(run_pb2.RUN_STATE_QUEUED, stage("out", run_pb2.STAGE_STATE_PENDING, attempt=0))
+    running = run_of(run_pb2.RUN_STATE_RUNNING, stage("out", run_pb2.STAGE_STATE_RUNNING, read=10))
+    more_rows = run_of(
+        run_pb2.RUN_STATE_RUNNING, stage("out", run_pb2.STAGE_STATE_RUNNING, read=20)
+    )
+    assert output.change_lines(None, queued, 0.0) == [
+        "[  0.0s] run QUEUED",
+        "[  0.0s] stage out PENDING",
+    ]
+    assert output.change_lines(queued, running, 1.5) == [
+        "[  1.5s] run RUNNING",
+        "[  1.5s] stage out RUNNING (attempt 1)",
+    ]
+    assert output.change_lines(running, more_rows, 2.0) == []
+    assert output.change_lines(more_rows, SUCCEEDED, 4.0) == [
+        "[  4.0s] run SUCCEEDED",
+        "[  4.0s] stage out SUCCEEDED (attempt 1), rows read 50, written 35",
+    ]
+
+
+def test_violations_are_one_indented_line_each() -> None:
+    details = RpcErrorDetails(
+        code=grpc.StatusCode.INVALID_ARGUMENT,
+        message="the pipeline spec has 2 problems",
+        reason="INVALID_PIPELINE",
+        violations=[
+            FieldViolation("pipeline.steps[1].name", 'duplicate step name "orders"'),
+            FieldViolation("pipeline.steps[2].inputs[0]", 'no earlier step\nnamed "nowhere"'),
+        ],
+    )
+    assert output.rpc_error_lines(details, "127.0.0.1:50051") == [
+        "error: the pipeline spec has 2 problems (INVALID_ARGUMENT, INVALID_PIPELINE)",
+        '  - pipeline.steps[1].name: duplicate step name "orders"',
+        '  - pipeline.steps[2].inputs[0]: no earlier step named "nowhere"',
+    ]
+
+
+def test_transport_failures_say_the_scheduler_cannot_be_reached() -> None:
+    refused = RpcErrorDetails(
+        code=grpc.StatusCode.UNAVAILABLE, message="failed to connect to all addresses"
+    )
+    assert output.rpc_error_lines(refused, "h:1") == [
+        "error: cannot reach the DataDog scheduler at h:1 (UNAVAILABLE)"
+    ]
+    slow = RpcErrorDetails(code=grpc.StatusCode.DEADLINE_EXCEEDED, message="Deadline Exceeded")
+    assert output.rpc_error_lines(slow, "h:1") == [
+        "error: cannot reach the DataDog scheduler at h:1: no answer in time (DEADLINE_EXCEEDED)"
+    ]
+    # UNAVAILABLE with a reason came from the scheduler itself: show its message.
+    downstream = RpcErrorDetails(
+        code=grpc.StatusCode.UNAVAILABLE,
+        message="the connector service is down",
+        reason="CONNECTOR_UNAVAILABLE",
+    )
+    assert output.rpc_error_lines(downstream, "h:1") == [
+        "error: the connector service is down (UNAVAILABLE, CONNECTOR_UNAVAILABLE)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (grpc.StatusCode.NOT_FOUND, ExitCode.NOT_FOUND),
+        (grpc.StatusCode.INVALID_ARGUMENT, ExitCode.INVALID_ARGUMENT),
+        (grpc.StatusCode.UNAVAILABLE, ExitCode.UNAVAILABLE),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, ExitCode.UNAVAILABLE),
+        (grpc.StatusCode.ALREADY_EXISTS, ExitCode.ERROR),
+        (grpc.StatusCode.INTERNAL, ExitCode.ERROR),
+    ],
+)
+def test_exit_codes_by_status(code: grpc.StatusCode, expected: ExitCode) -> None:
+    assert exit_code_for(code) == expected
+
+
+def test_pipeline_detail_shows_steps_kinds_inputs_and_plan() -> None:
+    pipeline = pipeline_pb2.Pipeline(
+        name="p",
+        version=3,
+        description="demo",
+        tags=["a", "b"],
+        labels={"team": "x"},
+        steps=[
+            step_pb2.Step(
+                name="orders",
+                source=step_pb2.SourceSpec(
+                    file=step_pb2.FileSource(
+                        connection="local", path="in.csv", format=step_pb2.FILE_FORMAT_CSV
+                    )
+                ),
+            ),
+            step_pb2.Step(
+                name="big",
+                inputs=["orders"],
+                transform=step_pb2.TransformSpec(
+                    filter=step_pb2.FilterTransform(predicate="amount > 100")
+                ),
+            ),
+        ],
+    )
+    plan = [pipeline_pb2.PlannedStage(stage_id="big", steps=["orders", "big"])]
+    lines = output.pipeline_detail_lines(pipeline, plan)
+    assert "Version:      3" in lines
+    assert "Tags:         a, b" in lines
+    assert "Labels:       team=x" in lines
+    assert lines[lines.index("Steps:") + 1 :] == [
+        "  NAME    KIND              INPUTS  SETTINGS",
+        "  orders  source/file       -       connection=local, path=in.csv, format=FILE_FORMAT_CSV",
+        "  big     transform/filter  orders  predicate=amount > 100",
+        "Plan:",
+        "  stage big: orders -> big",
+    ]
+
+
+def test_connection_table() -> None:
+    connections = [
+        connection_pb2.Connection(
+            name="local", type="file", description="files", options={"root": "/data"}
+        ),
+        connection_pb2.Connection(name="warehouse_archive", type="file"),
+    ]
+    assert output.connection_table(connections) == [
+        "NAME               TYPE  DESCRIPTION  OPTIONS",
+        "local              file  files        root=/data",
+        "warehouse_archive  file  -            -",
+    ]
+    assert output.connection_table([]) == ["no connections"]
+
+
+def test_usage_errors_exit_2_and_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == ExitCode.USAGE
+    assert main(["pipeline", "frobnicate"]) == ExitCode.USAGE
+    assert main(["--timeout", "-1", "pipeline", "list"]) == ExitCode.USAGE
+    assert main(["--help"]) == ExitCode.OK
+    out, _ = capsys.readouterr()
+    assert "exit codes:" in out
+    assert "5    the scheduler cannot be reached" in out
