@@ -22,7 +22,7 @@ from datadog_platform.scheduler.domain import (
     RunState,
     StageOutput,
     StageState,
-    Task,
+    StageTask,
     TaskEvent,
     TaskFailed,
     TaskMetrics,
@@ -70,11 +70,11 @@ def success(stage_id: str) -> list[TaskEvent]:
 class ScriptedDispatcher:
     """Plays a fixed script of events (or raises) for each stage."""
 
-    def __init__(self, script: Callable[[Task], list[TaskEvent] | Exception]) -> None:
+    def __init__(self, script: Callable[[StageTask], list[TaskEvent] | Exception]) -> None:
         self.script = script
-        self.tasks: list[Task] = []
+        self.tasks: list[StageTask] = []
 
-    async def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+    async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         self.tasks.append(task)
         outcome = self.script(task)
         if isinstance(outcome, Exception):
@@ -89,13 +89,13 @@ class GatedDispatcher:
 
     def __init__(self) -> None:
         self.queues: dict[str, asyncio.Queue[TaskEvent | None]] = {}
-        self.tasks: list[Task] = []
+        self.tasks: list[StageTask] = []
         self.closed: list[str] = []
 
     def queue(self, stage_id: str) -> asyncio.Queue[TaskEvent | None]:
         return self.queues.setdefault(stage_id, asyncio.Queue())
 
-    async def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+    async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         self.tasks.append(task)
         queue = self.queue(task.stage_id)
         try:
@@ -158,7 +158,7 @@ async def test_a_successful_run(store: Store) -> None:
 
 
 async def test_a_failed_stage_fails_the_run(store: Store) -> None:
-    def script(task: Task) -> list[TaskEvent]:
+    def script(task: StageTask) -> list[TaskEvent]:
         if task.stage_id == "b_out":
             return [TaskStarted(), TaskFailed("SOURCE_NOT_FOUND", "b.csv does not exist", "b_src")]
         return success(task.stage_id)

@@ -10,9 +10,9 @@ from datadog_platform.api.common.v1 import task_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
 from datadog_platform.executor.stage import (
-    StageEvent,
     StageRunner,
     StageTask,
+    TaskEvent,
     TaskFailed,
     TaskMetrics,
     TaskProgress,
@@ -41,7 +41,7 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
             yield event_to_pb(event)
 
 
-def event_to_pb(event: StageEvent) -> pb.ExecuteTaskResponse:
+def event_to_pb(event: TaskEvent) -> pb.ExecuteTaskResponse:
     """The protobuf form of a stage event."""
     match event:
         case TaskStarted():

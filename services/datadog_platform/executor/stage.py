@@ -27,6 +27,16 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode, FieldViolation, invalid_argument
 from datadog_platform.core.expressions import predicate_problem
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.tasks import (
+    StageOutput,
+    StageTask,
+    TaskEvent,
+    TaskFailed,
+    TaskMetrics,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+)
 from datadog_platform.executor.transforms import BatchTransform, bind_transform
 
 INVALID_STAGE = "INVALID_STAGE"
@@ -88,71 +98,6 @@ class DataPlane(Protocol):
 
 
 # --- the attempt and its events ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StageTask:
-    """One attempt of a stage, as the scheduler planned it."""
-
-    run_id: str
-    stage_id: str
-    attempt: int
-    steps: Sequence[step_pb2.Step]
-
-
-@dataclass(frozen=True)
-class TaskMetrics:
-    """Cumulative counters of an attempt."""
-
-    rows_read: int = 0
-    bytes_read: int = 0
-    rows_written: int = 0
-    bytes_written: int = 0
-
-
-@dataclass(frozen=True)
-class StageOutput:
-    """What one sink step committed."""
-
-    step: str
-    location: str
-    rows_written: int
-
-
-@dataclass(frozen=True)
-class TaskStarted:
-    """The attempt started on this executor."""
-
-    executor_id: str
-
-
-@dataclass(frozen=True)
-class TaskProgress:
-    """Data moved so far."""
-
-    metrics: TaskMetrics
-
-
-@dataclass(frozen=True)
-class TaskSucceeded:
-    """The attempt finished and its sink committed."""
-
-    metrics: TaskMetrics
-    outputs: tuple[StageOutput, ...]
-
-
-@dataclass(frozen=True)
-class TaskFailed:
-    """The attempt failed; the failing sink committed nothing."""
-
-    reason: str
-    message: str
-    step: str
-    retryable: bool
-    metrics: TaskMetrics
-
-
-StageEvent = TaskStarted | TaskProgress | TaskSucceeded | TaskFailed
 
 
 # --- shape of a stage ----------------------------------------------------------------
@@ -292,7 +237,7 @@ class StageRunner:
         self._executor_id = executor_id
         self._progress_interval = progress_interval
 
-    async def execute(self, task: StageTask) -> AsyncIterator[StageEvent]:
+    async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         """The events of one attempt; raises DomainError(INVALID_STAGE) before any event.
 
         Closing or cancelling the iteration cancels the stage and its connector calls.

@@ -18,8 +18,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
+from datadog_platform.core.tasks import (  # noqa: F401 - re-exported for the scheduler
+    StageOutput,
+    StageTask,
+    TaskEvent,
+    TaskFailed,
+    TaskMetrics,
+    TaskProgress,
+    TaskStarted,
+    TaskSucceeded,
+)
 
 
 class RunState(enum.StrEnum):
@@ -83,25 +92,6 @@ class RegisteredPipeline:
     plan: tuple[PlannedStage, ...]
 
 
-@dataclass(frozen=True)
-class TaskMetrics:
-    """Data a stage attempt has moved."""
-
-    rows_read: int = 0
-    bytes_read: int = 0
-    rows_written: int = 0
-    bytes_written: int = 0
-
-
-@dataclass(frozen=True)
-class StageOutput:
-    """What one sink step committed."""
-
-    step: str
-    location: str
-    rows_written: int
-
-
 @dataclass
 class StageRun:
     """State of one stage of a run."""
@@ -137,52 +127,6 @@ class Run:
 # --- dispatch protocol: what the run manager needs from an executor -------------------
 
 
-@dataclass(frozen=True)
-class Task:
-    """One attempt of a stage: its steps in order, source first and sink last."""
-
-    run_id: str
-    stage_id: str
-    attempt: int
-    steps: tuple[step_pb2.Step, ...]
-
-
-@dataclass(frozen=True)
-class TaskStarted:
-    """The executor accepted the attempt."""
-
-    executor_id: str = ""
-
-
-@dataclass(frozen=True)
-class TaskProgress:
-    """Cumulative counters of a running attempt."""
-
-    metrics: TaskMetrics
-
-
-@dataclass(frozen=True)
-class TaskSucceeded:
-    """The attempt finished and its sinks committed."""
-
-    metrics: TaskMetrics
-    outputs: tuple[StageOutput, ...]
-
-
-@dataclass(frozen=True)
-class TaskFailed:
-    """The attempt failed."""
-
-    reason: str
-    message: str
-    step: str = ""
-    retryable: bool = False
-    metrics: TaskMetrics = field(default_factory=TaskMetrics)
-
-
-TaskEvent = TaskStarted | TaskProgress | TaskSucceeded | TaskFailed
-
-
 class DispatchError(Exception):
     """The attempt could not be dispatched or its event stream broke."""
 
@@ -200,7 +144,7 @@ class Dispatcher(Protocol):
     stream breaks. Closing the iterator early cancels the attempt.
     """
 
-    def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+    def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         """Start ``task`` and stream its events."""
         ...
 

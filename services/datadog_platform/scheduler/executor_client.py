@@ -18,7 +18,7 @@ from datadog_platform.scheduler.domain import (
     STAGE_TIMEOUT,
     DispatchError,
     StageOutput,
-    Task,
+    StageTask,
     TaskEvent,
     TaskFailed,
     TaskMetrics,
@@ -44,7 +44,7 @@ class ExecutorDispatcher:
         """Close the channel (cancelling any attempt still running)."""
         await self._channel.close()
 
-    async def execute(self, task: Task) -> AsyncIterator[TaskEvent]:
+    async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         """Start ``task`` on the executor and yield its events as domain events."""
         request = executor_service_pb2.ExecuteTaskRequest(
             run_id=task.run_id, stage_id=task.stage_id, attempt=task.attempt, steps=task.steps

@@ -37,7 +37,7 @@ from datadog_platform.scheduler.domain import (
     StageOutput,
     StageRun,
     StageState,
-    Task,
+    StageTask,
     TaskEvent,
     TaskFailed,
     TaskMetrics,
@@ -238,7 +238,7 @@ class RunManager:
 
         # The dispatch decision commits with the run's state, before the dispatch.
         await self._change(live, stage, queue)
-        task = Task(
+        task = StageTask(
             run_id=run.run_id,
             stage_id=stage.stage_id,
             attempt=stage.attempt,
@@ -271,7 +271,7 @@ class RunManager:
                 "the executor ended the task without reporting success or failure",
             )
 
-    async def _follow(self, live: _LiveRun, stage: StageRun, task: Task) -> bool:
+    async def _follow(self, live: _LiveRun, stage: StageRun, task: StageTask) -> bool:
         """Apply the attempt's events to the stage; True once it reached a result."""
         events: AsyncIterator[TaskEvent] = self._dispatcher.execute(task)
         last_saved = time.monotonic()
