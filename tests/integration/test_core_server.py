@@ -140,3 +140,9 @@ async def test_reflection_lists_application_and_standard_services(server: Server
         async for reply in stub.ServerReflectionInfo(iter([request]), timeout=5):
             names = {s.name for s in reply.list_services_response.service}
     assert {SERVICE.full_name, "grpc.health.v1.Health"} <= names
+
+
+async def test_a_busy_port_is_refused_not_shared(server: Server) -> None:
+    second = Server([ServiceRegistration(SERVICE, object(), _add)], listen=server.address)
+    with pytest.raises(OSError, match="cannot listen on"):
+        await second.start()

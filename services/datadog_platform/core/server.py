@@ -27,6 +27,9 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 )
+# gRPC sets SO_REUSEPORT by default, so a second server on a busy port would
+# silently share it instead of failing; two services must never share a port.
+SERVER_OPTIONS: tuple[tuple[str, Any], ...] = (*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0))
 
 log = get_logger(__name__)
 
@@ -53,7 +56,7 @@ class Server:
         self._listen = listen
         self._on_stop = on_stop
         self._server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()], options=CHANNEL_OPTIONS
+            interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS
         )
         self.health = health.aio.HealthServicer()
         self.port = 0
@@ -82,7 +85,10 @@ class Server:
             ],
             self._server,
         )
-        self.port = self._server.add_insecure_port(self._listen)
+        try:
+            self.port = self._server.add_insecure_port(self._listen)
+        except RuntimeError as exc:  # grpc's way of saying the bind failed
+            raise OSError(f"cannot listen on {self._listen}: {exc}") from None
         if self.port == 0:
             raise OSError(f"cannot listen on {self._listen}")
         await self._server.start()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
@@ -11,7 +10,7 @@ from datadog_platform.core.config import (
     add_common_flags,
     env_default,
 )
-from datadog_platform.core.logging import configure_logging
+from datadog_platform.core.runner import run_service
 from datadog_platform.executor.app import ExecutorConfig, build_server
 
 
@@ -33,15 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_common_flags(parser)
     args = parser.parse_args(argv)
-    configure_logging("executor", args.log_level)
-    asyncio.run(_serve(args))
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    server = await build_server(ExecutorConfig(connector_address=args.connector), args.listen)
-    await server.start()
-    print(f"listening on {server.address}", flush=True)
-    await server.serve_until_signalled(args.shutdown_grace)
+    config = ExecutorConfig(connector_address=args.connector)
+    run_service("executor", args, lambda: build_server(config, args.listen))
 
 
 if __name__ == "__main__":

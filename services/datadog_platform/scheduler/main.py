@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 from datadog_platform.core.config import (
@@ -13,7 +12,7 @@ from datadog_platform.core.config import (
     add_common_flags,
     env_default,
 )
-from datadog_platform.core.logging import configure_logging
+from datadog_platform.core.runner import run_service
 from datadog_platform.scheduler.app import SchedulerConfig, build_server
 
 
@@ -49,21 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    config = SchedulerConfig(
-        db_path=args.db, executor_address=args.executor, connector_address=args.connector
-    )
-    server = await build_server(config, listen=args.listen)
-    await server.start()
-    print(f"listening on {server.address}", flush=True)
-    await server.serve_until_signalled(args.shutdown_grace)
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``datadog-scheduler`` and ``python -m datadog_platform.scheduler.main``."""
     args = parse_args(argv)
-    configure_logging("scheduler", args.log_level)
-    asyncio.run(_serve(args))
+    config = SchedulerConfig(
+        db_path=args.db, executor_address=args.executor, connector_address=args.connector
+    )
+    run_service("scheduler", args, lambda: build_server(config, listen=args.listen))
 
 
 if __name__ == "__main__":
