@@ -27,21 +27,56 @@ def encode_schema(schema: pa.Schema) -> arrow_pb2.ArrowSchema:
 
 
 def decode_schema(frame: arrow_pb2.ArrowSchema) -> pa.Schema:
-    """The schema carried by a schema frame."""
-    return pa.ipc.read_schema(pa.py_buffer(frame.ipc_message))
+    """The schema carried by a schema frame; a protocol error if it does not decode."""
+    try:
+        return pa.ipc.read_schema(pa.py_buffer(frame.ipc_message))
+    except (pa.ArrowException, EOFError, OSError, ValueError) as exc:
+        raise protocol_error(f"the schema frame cannot be decoded: {exc}") from None
 
 
-def encode_batch(batch: pa.RecordBatch) -> arrow_pb2.ArrowRecordBatch:
-    """One record-batch frame."""
-    return arrow_pb2.ArrowRecordBatch(
-        num_rows=batch.num_rows, ipc_message=batch.serialize().to_pybytes()
-    )
+def encode_batch(
+    batch: pa.RecordBatch,
+    counter: StreamCounter | None = None,
+    into: arrow_pb2.ArrowRecordBatch | None = None,
+) -> arrow_pb2.ArrowRecordBatch:
+    """One record-batch frame, counted in ``counter``.
+
+    Pass ``into`` (e.g. ``response.record_batch``) to fill the frame in place:
+    building it apart and nesting it would copy the body once more.
+    """
+    frame = into if into is not None else arrow_pb2.ArrowRecordBatch()
+    body = batch.serialize().to_pybytes()
+    frame.num_rows = batch.num_rows
+    frame.ipc_message = body
+    if counter is not None:
+        counter.add(batch.num_rows, len(body))
+    return frame
 
 
-def decode_batch(frame: arrow_pb2.ArrowRecordBatch, schema: pa.Schema) -> pa.RecordBatch:
-    """The record batch carried by a frame, decoded against the stream's schema."""
+def decode_batch(
+    frame: arrow_pb2.ArrowRecordBatch, schema: pa.Schema, counter: StreamCounter | None = None
+) -> pa.RecordBatch:
+    """The record batch of a frame, decoded against the stream's schema and counted.
+
+    A protocol error if it does not decode, is structurally invalid, or holds
+    another number of rows than the frame claims.
+    """
     # Read the bytes field once: upb copies on every access.
-    return pa.ipc.read_record_batch(pa.py_buffer(frame.ipc_message), schema)
+    body = frame.ipc_message
+    try:
+        batch = pa.ipc.read_record_batch(pa.py_buffer(body), schema)
+        # Cheap structural check: a batch built for another schema can decode "fine".
+        batch.validate()
+    except (pa.ArrowException, EOFError, OSError, ValueError) as exc:
+        index = counter.batches if counter is not None else "?"
+        raise protocol_error(f"record batch {index} cannot be decoded: {exc}") from None
+    if batch.num_rows != frame.num_rows:
+        raise protocol_error(
+            f"a record batch frame claims {frame.num_rows} rows but holds {batch.num_rows}"
+        )
+    if counter is not None:
+        counter.add(batch.num_rows, len(body))
+    return batch
 
 
 def split_by_bytes(
@@ -68,11 +103,11 @@ class StreamCounter:
     batches: int = 0
     bytes: int = 0
 
-    def add(self, frame: arrow_pb2.ArrowRecordBatch) -> None:
-        """Count one record-batch frame."""
-        self.rows += frame.num_rows
+    def add(self, rows: int, nbytes: int) -> None:
+        """Count one record batch of ``rows`` rows and ``nbytes`` IPC bytes."""
+        self.rows += rows
         self.batches += 1
-        self.bytes += len(frame.ipc_message)
+        self.bytes += nbytes
 
     def complete(self) -> arrow_pb2.StreamComplete:
         """The completion frame for what was counted."""

@@ -16,13 +16,15 @@ from contextlib import aclosing, asynccontextmanager
 import grpc
 import pyarrow as pa
 
-from datadog_platform.api.common.v1 import arrow_pb2, step_pb2
+from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.api.connector.v1 import connector_service_pb2_grpc
 from datadog_platform.core.arrow_frames import (
     TARGET_BATCH_BYTES,
     StreamCounter,
+    decode_batch,
     decode_schema,
+    encode_batch,
     encode_schema,
     incomplete_stream_error,
     protocol_error,
@@ -58,7 +60,7 @@ class GrpcDataPlane:
                     f"the connector's read stream began with a {first.WhichOneof('frame')} "
                     "frame instead of its schema"
                 )
-            schema = _read_schema(first.schema)
+            schema = decode_schema(first.schema)
             yield SourceStream(schema, self._batches(call, schema))
         finally:
             call.cancel()  # a no-op once the stream has ended
@@ -82,7 +84,9 @@ class GrpcDataPlane:
             # as they are; the ``finally`` cancels the call so nothing is committed.
             async with aclosing(_rebatch(batches)) as sized:
                 async for batch in sized:
-                    await self._send(call, _batch_frame(batch, counter))
+                    request = pb.WriteRequest()
+                    encode_batch(batch, counter, into=request.record_batch)
+                    await self._send(call, request)
             await self._send(call, pb.WriteRequest(complete=counter.complete()))
             await self._send(call, None)
             response: pb.WriteResponse = await call
@@ -103,7 +107,7 @@ class GrpcDataPlane:
                 raise incomplete_stream_error(counter)
             kind = frame.WhichOneof("frame")
             if kind == "record_batch":
-                yield _read_batch(frame.record_batch, schema, counter)
+                yield decode_batch(frame.record_batch, schema, counter)
             elif kind == "complete":
                 counter.check(frame.complete)
                 if await self._next(call) is not grpc.aio.EOF:
@@ -198,45 +202,6 @@ class _EndStatus:
 
 def _is_synthetic(error: grpc.aio.AioRpcError) -> bool:
     return error.code() == grpc.StatusCode.INTERNAL and error.details() == _SYNTHETIC_DETAILS
-
-
-def _read_schema(frame: arrow_pb2.ArrowSchema) -> pa.Schema:
-    try:
-        return decode_schema(frame)
-    except (pa.ArrowException, ValueError) as exc:
-        raise protocol_error(f"undecodable schema frame from the connector: {exc}") from None
-
-
-def _read_batch(
-    frame: arrow_pb2.ArrowRecordBatch, schema: pa.Schema, counter: StreamCounter
-) -> pa.RecordBatch:
-    """Decode one record-batch frame, reading its bytes field once (upb copies per access)."""
-    num_rows = frame.num_rows
-    body = frame.ipc_message
-    try:
-        batch = pa.ipc.read_record_batch(pa.py_buffer(body), schema)
-    except (pa.ArrowException, ValueError) as exc:
-        raise protocol_error(f"undecodable record batch from the connector: {exc}") from None
-    if batch.num_rows != num_rows:
-        raise protocol_error(
-            f"a record batch frame claimed {num_rows} rows but held {batch.num_rows}"
-        )
-    counter.rows += num_rows
-    counter.batches += 1
-    counter.bytes += len(body)
-    return batch
-
-
-def _batch_frame(batch: pa.RecordBatch, counter: StreamCounter) -> pb.WriteRequest:
-    """One record-batch frame, counted; the IPC bytes are produced and stored once."""
-    body = batch.serialize().to_pybytes()
-    request = pb.WriteRequest()
-    request.record_batch.num_rows = batch.num_rows
-    request.record_batch.ipc_message = body
-    counter.rows += batch.num_rows
-    counter.batches += 1
-    counter.bytes += len(body)
-    return request
 
 
 async def _rebatch(

@@ -1,0 +1,147 @@
+"""Arrow stream frames (core.arrow_frames): encoding, splitting, completion checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+
+from datadog_platform.api.common.v1 import arrow_pb2
+from datadog_platform.core.arrow_frames import (
+    TARGET_BATCH_BYTES,
+    StreamCounter,
+    decode_batch,
+    decode_schema,
+    encode_batch,
+    encode_schema,
+    incomplete_stream_error,
+    protocol_error,
+    split_by_bytes,
+)
+from datadog_platform.core.errors import DomainError, ErrorCode
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.int64()),
+        ("name", pa.string()),
+        ("amount", pa.decimal128(10, 2)),
+        ("at", pa.timestamp("us")),
+        ("tags", pa.list_(pa.string())),
+    ],
+    metadata={b"origin": b"test"},
+)
+
+
+def _batch(n: int) -> pa.RecordBatch:
+    return pa.record_batch(
+        [
+            pa.array(range(n), pa.int64()),
+            pa.array([f"Zoë-{i}" if i % 3 else None for i in range(n)]),
+            pa.array([None, *[i * 100 for i in range(1, n)]][:n], pa.decimal128(10, 2)),
+            pa.array([dt.datetime(2026, 1, 1) + dt.timedelta(seconds=i) for i in range(n)]),
+            pa.array([["a", "b"][: i % 3] for i in range(n)]),
+        ],
+        schema=SCHEMA,
+    )
+
+
+def test_schema_round_trip_keeps_types_and_metadata() -> None:
+    frame = encode_schema(SCHEMA)
+    wire = arrow_pb2.ArrowSchema.FromString(frame.SerializeToString())
+    assert decode_schema(wire).equals(SCHEMA, check_metadata=True)
+
+
+def test_batch_round_trip_through_the_wire() -> None:
+    batch = _batch(100)
+    frame = encode_batch(batch)
+    assert frame.num_rows == 100
+    wire = arrow_pb2.ArrowRecordBatch.FromString(frame.SerializeToString())
+    decoded = decode_batch(wire, SCHEMA)
+    assert decoded.equals(batch)
+    assert decoded.to_pylist() == batch.to_pylist()
+
+
+def test_empty_batch_round_trips() -> None:
+    batch = _batch(0)
+    assert decode_batch(encode_batch(batch), SCHEMA).num_rows == 0
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.01, 0.5])
+def test_truncated_batch_fails_to_decode(keep: float) -> None:
+    message = encode_batch(_batch(5)).ipc_message
+    frame = arrow_pb2.ArrowRecordBatch(num_rows=5, ipc_message=message[: int(len(message) * keep)])
+    with pytest.raises(DomainError) as info:
+        decode_batch(frame, SCHEMA)
+    assert info.value.reason == "ARROW_STREAM_PROTOCOL"
+
+
+def test_batch_with_more_buffers_in_schema_fails_to_decode() -> None:
+    frame = encode_batch(pa.record_batch([pa.array(range(5))], names=["n"]))
+    other = pa.schema([("x", pa.string()), ("y", pa.string())])
+    with pytest.raises(DomainError) as info:
+        decode_batch(frame, other)
+    assert info.value.reason == "ARROW_STREAM_PROTOCOL"
+
+
+def test_batch_claiming_other_row_count_is_refused() -> None:
+    frame = encode_batch(_batch(5))
+    frame.num_rows = 6
+    with pytest.raises(DomainError) as info:
+        decode_batch(frame, SCHEMA)
+    assert "claims 6 rows but holds 5" in info.value.message
+
+
+def test_encode_and_decode_count_the_same_totals() -> None:
+    sent, received = StreamCounter(), StreamCounter()
+    for n in (3, 4):
+        decode_batch(encode_batch(_batch(n), sent), SCHEMA, received)
+    assert sent == received
+    assert (sent.rows, sent.batches) == (7, 2)
+    received.check(sent.complete())
+
+
+def test_split_by_bytes_slices_large_batches_only() -> None:
+    big = pa.record_batch([pa.array(range(1_000_000), pa.int64())], names=["n"])  # ~8 MB
+    small = pa.record_batch([pa.array(range(10), pa.int64())], names=["n"])
+    empty = small.slice(0, 0)
+    pieces = list(split_by_bytes([small, big, empty], target_bytes=TARGET_BATCH_BYTES))
+    assert pieces[0] is small
+    slices = pieces[1:]
+    assert len(slices) >= 7
+    assert all(p.nbytes <= TARGET_BATCH_BYTES + 8 for p in slices)
+    # Nothing lost, nothing reordered, empty batches dropped.
+    assert pa.Table.from_batches(slices).column("n").to_pylist() == list(range(1_000_000))
+
+
+def test_split_by_bytes_keeps_batches_up_to_twice_the_target() -> None:
+    batch = pa.record_batch([pa.array(range(1000), pa.int64())], names=["n"])  # 8000 bytes
+    assert list(split_by_bytes([batch], target_bytes=4000)) == [batch]
+    assert len(list(split_by_bytes([batch], target_bytes=1000))) == 8
+
+
+def test_stream_counter_counts_and_completes() -> None:
+    counter = StreamCounter()
+    frames = [encode_batch(_batch(n), counter) for n in (3, 4)]
+    complete = counter.complete()
+    assert (complete.total_rows, complete.total_batches) == (7, 2)
+    assert complete.total_bytes == sum(len(f.ipc_message) for f in frames)
+    counter.check(complete)  # agrees: no error
+
+
+@pytest.mark.parametrize(("rows", "batches"), [(8, 2), (7, 3), (0, 0)])
+def test_stream_counter_check_rejects_mismatch(rows: int, batches: int) -> None:
+    counter = StreamCounter()
+    encode_batch(_batch(3), counter)
+    encode_batch(_batch(4), counter)
+    with pytest.raises(DomainError) as info:
+        counter.check(arrow_pb2.StreamComplete(total_rows=rows, total_batches=batches))
+    assert (info.value.code, info.value.reason) == (ErrorCode.UNAVAILABLE, "ARROW_STREAM_MISMATCH")
+
+
+def test_protocol_and_incomplete_errors() -> None:
+    assert protocol_error("x").code is ErrorCode.INVALID_ARGUMENT
+    counter = StreamCounter(rows=5, batches=1)
+    error = incomplete_stream_error(counter)
+    assert (error.code, error.reason) == (ErrorCode.UNAVAILABLE, "ARROW_STREAM_INCOMPLETE")
+    assert "5 rows" in error.message
