@@ -38,7 +38,7 @@ buf-lint: $(BUF)
 # Breaking-change check of the contracts against the previous commit, when there is one.
 buf-breaking: $(BUF)
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
-	  $(BUF) breaking --against '.git#ref=HEAD~1'; \
+	  $(BUF) breaking --against '.git#ref=HEAD~1' && echo 'buf breaking: no breaking change since HEAD~1'; \
 	else echo "buf breaking: no previous commit to compare with"; fi
 
 pytest: install
