@@ -29,8 +29,8 @@ check-gen: install
 	PYTHON=$(PY) scripts/check-gen
 
 lint: install
-	$(VENV)/bin/ruff check services tests bench examples
-	$(VENV)/bin/ruff format --check services tests bench examples
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
 
 buf-lint: $(BUF)
 	$(BUF) lint
