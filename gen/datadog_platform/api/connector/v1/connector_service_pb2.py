@@ -24,30 +24,61 @@ _sym_db = _symbol_database.Default()
 
 from datadog_platform.api.common.v1 import arrow_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_arrow__pb2
 from datadog_platform.api.common.v1 import connection_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_connection__pb2
+from datadog_platform.api.common.v1 import predicate_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_predicate__pb2
 from datadog_platform.api.common.v1 import step_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_step__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9datadog_platform/api/connector/v1/connector_service.proto\x12!datadog_platform.api.connector.v1\x1a*datadog_platform/api/common/v1/arrow.proto\x1a/datadog_platform/api/common/v1/connection.proto\x1a)datadog_platform/api/common/v1/step.proto\"?\n\x16ListConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x17ListConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.datadog_platform.api.common.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"I\n\x0bReadRequest\x12:\n\x06source\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpec\"\xe4\x01\n\x0cReadResponse\x12=\n\x06schema\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchemaH\x00\x12H\n\x0crecord_batch\x18\x02 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.ArrowRecordBatchH\x00\x12\x42\n\x08\x63omplete\x18\x03 \x01(\x0b\x32..datadog_platform.api.common.v1.StreamCompleteH\x00\x42\x07\n\x05\x66rame\"^\n\x0bWriteHeader\x12\x36\n\x04sink\x18\x01 \x01(\x0b\x32(.datadog_platform.api.common.v1.SinkSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\xa6\x02\n\x0cWriteRequest\x12@\n\x06header\x18\x01 \x01(\x0b\x32..datadog_platform.api.connector.v1.WriteHeaderH\x00\x12=\n\x06schema\x18\x02 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchemaH\x00\x12H\n\x0crecord_batch\x18\x03 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.ArrowRecordBatchH\x00\x12\x42\n\x08\x63omplete\x18\x04 \x01(\x0b\x32..datadog_platform.api.common.v1.StreamCompleteH\x00\x42\x07\n\x05\x66rame\"7\n\rWriteResponse\x12\x14\n\x0crows_written\x18\x01 \x01(\x03\x12\x10\n\x08location\x18\x02 \x01(\t2\xf6\x02\n\x10\x43onnectorService\x12\x88\x01\n\x0fListConnections\x12\x39.datadog_platform.api.connector.v1.ListConnectionsRequest\x1a:.datadog_platform.api.connector.v1.ListConnectionsResponse\x12i\n\x04Read\x12..datadog_platform.api.connector.v1.ReadRequest\x1a/.datadog_platform.api.connector.v1.ReadResponse0\x01\x12l\n\x05Write\x12/.datadog_platform.api.connector.v1.WriteRequest\x1a\x30.datadog_platform.api.connector.v1.WriteResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9datadog_platform/api/connector/v1/connector_service.proto\x12!datadog_platform.api.connector.v1\x1a*datadog_platform/api/common/v1/arrow.proto\x1a/datadog_platform/api/common/v1/connection.proto\x1a.datadog_platform/api/common/v1/predicate.proto\x1a)datadog_platform/api/common/v1/step.proto\"?\n\x16ListConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x17ListConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.datadog_platform.api.common.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x0f\x43onnectorOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x15\n\rdefault_value\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x0e\n\x06secret\x18\x06 \x01(\x08\"\xcc\x01\n\rConnectorType\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x43\n\x0c\x63\x61pabilities\x18\x03 \x03(\x0e\x32-.datadog_platform.api.connector.v1.Capability\x12\x43\n\x07options\x18\x04 \x03(\x0b\x32\x32.datadog_platform.api.connector.v1.ConnectorOption\x12\x0e\n\x06plugin\x18\x05 \x01(\t\"\x1b\n\x19ListConnectorTypesRequest\"]\n\x1aListConnectorTypesResponse\x12?\n\x05types\x18\x01 \x03(\x0b\x32\x30.datadog_platform.api.connector.v1.ConnectorType\"\xa3\x01\n\x10InlineConnection\x12\x0c\n\x04type\x18\x01 \x01(\t\x12Q\n\x07options\x18\x02 \x03(\x0b\x32@.datadog_platform.api.connector.v1.InlineConnection.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x15TestConnectionRequest\x12\x0e\n\x04name\x18\x01 \x01(\tH\x00\x12\x45\n\x06inline\x18\x02 \x01(\x0b\x32\x33.datadog_platform.api.connector.v1.InlineConnectionH\x00\x42\x08\n\x06target\"Y\n\x16TestConnectionResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nlatency_ms\x18\x04 \x01(\x01\"S\n\x15\x44\x65scribeSourceRequest\x12:\n\x06source\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpec\"\x85\x01\n\x16\x44\x65scribeSourceResponse\x12;\n\x06schema\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchema\x12\x1b\n\x0e\x65stimated_rows\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_estimated_rows\"\xb0\x01\n\x0fPlanReadRequest\x12:\n\x06source\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpec\x12\x12\n\nmax_splits\x18\x02 \x01(\x05\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12<\n\tpredicate\x18\x04 \x01(\x0b\x32).datadog_platform.api.common.v1.Predicate\"a\n\nReadTicket\x12\x0e\n\x06ticket\x18\x01 \x01(\x0c\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x1b\n\x0e\x65stimated_rows\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_estimated_rows\"\x8f\x01\n\x10PlanReadResponse\x12;\n\x06schema\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchema\x12>\n\x07tickets\x18\x02 \x03(\x0b\x32-.datadog_platform.api.connector.v1.ReadTicket\"\xa8\x01\n\x0bReadRequest\x12:\n\x06source\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpec\x12\x0e\n\x06ticket\x18\x02 \x01(\x0c\x12\x0f\n\x07\x63olumns\x18\x03 \x03(\t\x12<\n\tpredicate\x18\x04 \x01(\x0b\x32).datadog_platform.api.common.v1.Predicate\"\xe4\x01\n\x0cReadResponse\x12=\n\x06schema\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchemaH\x00\x12H\n\x0crecord_batch\x18\x02 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.ArrowRecordBatchH\x00\x12\x42\n\x08\x63omplete\x18\x03 \x01(\x0b\x32..datadog_platform.api.common.v1.StreamCompleteH\x00\x42\x07\n\x05\x66rame\"^\n\x0bWriteHeader\x12\x36\n\x04sink\x18\x01 \x01(\x0b\x32(.datadog_platform.api.common.v1.SinkSpec\x12\x17\n\x0fidempotency_key\x18\x02 \x01(\t\"\xa6\x02\n\x0cWriteRequest\x12@\n\x06header\x18\x01 \x01(\x0b\x32..datadog_platform.api.connector.v1.WriteHeaderH\x00\x12=\n\x06schema\x18\x02 \x01(\x0b\x32+.datadog_platform.api.common.v1.ArrowSchemaH\x00\x12H\n\x0crecord_batch\x18\x03 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.ArrowRecordBatchH\x00\x12\x42\n\x08\x63omplete\x18\x04 \x01(\x0b\x32..datadog_platform.api.common.v1.StreamCompleteH\x00\x42\x07\n\x05\x66rame\"I\n\rWriteResponse\x12\x14\n\x0crows_written\x18\x01 \x01(\x03\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08*\xe1\x01\n\nCapability\x12\x1a\n\x16\x43\x41PABILITY_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43\x41PABILITY_READ\x10\x01\x12\x14\n\x10\x43\x41PABILITY_WRITE\x10\x02\x12\x17\n\x13\x43\x41PABILITY_DESCRIBE\x10\x03\x12\"\n\x1e\x43\x41PABILITY_PROJECTION_PUSHDOWN\x10\x04\x12!\n\x1d\x43\x41PABILITY_PREDICATE_PUSHDOWN\x10\x05\x12\x15\n\x11\x43\x41PABILITY_SPLITS\x10\x06\x12\x15\n\x11\x43\x41PABILITY_UPSERT\x10\x07\x32\x8f\x07\n\x10\x43onnectorService\x12\x88\x01\n\x0fListConnections\x12\x39.datadog_platform.api.connector.v1.ListConnectionsRequest\x1a:.datadog_platform.api.connector.v1.ListConnectionsResponse\x12\x91\x01\n\x12ListConnectorTypes\x12<.datadog_platform.api.connector.v1.ListConnectorTypesRequest\x1a=.datadog_platform.api.connector.v1.ListConnectorTypesResponse\x12\x85\x01\n\x0eTestConnection\x12\x38.datadog_platform.api.connector.v1.TestConnectionRequest\x1a\x39.datadog_platform.api.connector.v1.TestConnectionResponse\x12\x85\x01\n\x0e\x44\x65scribeSource\x12\x38.datadog_platform.api.connector.v1.DescribeSourceRequest\x1a\x39.datadog_platform.api.connector.v1.DescribeSourceResponse\x12s\n\x08PlanRead\x12\x32.datadog_platform.api.connector.v1.PlanReadRequest\x1a\x33.datadog_platform.api.connector.v1.PlanReadResponse\x12i\n\x04Read\x12..datadog_platform.api.connector.v1.ReadRequest\x1a/.datadog_platform.api.connector.v1.ReadResponse0\x01\x12l\n\x05Write\x12/.datadog_platform.api.connector.v1.WriteRequest\x1a\x30.datadog_platform.api.connector.v1.WriteResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datadog_platform.api.connector.v1.connector_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=232
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=295
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=297
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=412
-  _globals['_READREQUEST']._serialized_start=414
-  _globals['_READREQUEST']._serialized_end=487
-  _globals['_READRESPONSE']._serialized_start=490
-  _globals['_READRESPONSE']._serialized_end=718
-  _globals['_WRITEHEADER']._serialized_start=720
-  _globals['_WRITEHEADER']._serialized_end=814
-  _globals['_WRITEREQUEST']._serialized_start=817
-  _globals['_WRITEREQUEST']._serialized_end=1111
-  _globals['_WRITERESPONSE']._serialized_start=1113
-  _globals['_WRITERESPONSE']._serialized_end=1168
-  _globals['_CONNECTORSERVICE']._serialized_start=1171
-  _globals['_CONNECTORSERVICE']._serialized_end=1545
+  _globals['_INLINECONNECTION_OPTIONSENTRY']._loaded_options = None
+  _globals['_INLINECONNECTION_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CAPABILITY']._serialized_start=2813
+  _globals['_CAPABILITY']._serialized_end=3038
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=280
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=343
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=345
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=460
+  _globals['_CONNECTOROPTION']._serialized_start=462
+  _globals['_CONNECTOROPTION']._serialized_end=585
+  _globals['_CONNECTORTYPE']._serialized_start=588
+  _globals['_CONNECTORTYPE']._serialized_end=792
+  _globals['_LISTCONNECTORTYPESREQUEST']._serialized_start=794
+  _globals['_LISTCONNECTORTYPESREQUEST']._serialized_end=821
+  _globals['_LISTCONNECTORTYPESRESPONSE']._serialized_start=823
+  _globals['_LISTCONNECTORTYPESRESPONSE']._serialized_end=916
+  _globals['_INLINECONNECTION']._serialized_start=919
+  _globals['_INLINECONNECTION']._serialized_end=1082
+  _globals['_INLINECONNECTION_OPTIONSENTRY']._serialized_start=1036
+  _globals['_INLINECONNECTION_OPTIONSENTRY']._serialized_end=1082
+  _globals['_TESTCONNECTIONREQUEST']._serialized_start=1084
+  _globals['_TESTCONNECTIONREQUEST']._serialized_end=1204
+  _globals['_TESTCONNECTIONRESPONSE']._serialized_start=1206
+  _globals['_TESTCONNECTIONRESPONSE']._serialized_end=1295
+  _globals['_DESCRIBESOURCEREQUEST']._serialized_start=1297
+  _globals['_DESCRIBESOURCEREQUEST']._serialized_end=1380
+  _globals['_DESCRIBESOURCERESPONSE']._serialized_start=1383
+  _globals['_DESCRIBESOURCERESPONSE']._serialized_end=1516
+  _globals['_PLANREADREQUEST']._serialized_start=1519
+  _globals['_PLANREADREQUEST']._serialized_end=1695
+  _globals['_READTICKET']._serialized_start=1697
+  _globals['_READTICKET']._serialized_end=1794
+  _globals['_PLANREADRESPONSE']._serialized_start=1797
+  _globals['_PLANREADRESPONSE']._serialized_end=1940
+  _globals['_READREQUEST']._serialized_start=1943
+  _globals['_READREQUEST']._serialized_end=2111
+  _globals['_READRESPONSE']._serialized_start=2114
+  _globals['_READRESPONSE']._serialized_end=2342
+  _globals['_WRITEHEADER']._serialized_start=2344
+  _globals['_WRITEHEADER']._serialized_end=2438
+  _globals['_WRITEREQUEST']._serialized_start=2441
+  _globals['_WRITEREQUEST']._serialized_end=2735
+  _globals['_WRITERESPONSE']._serialized_start=2737
+  _globals['_WRITERESPONSE']._serialized_end=2810
+  _globals['_CONNECTORSERVICE']._serialized_start=3041
+  _globals['_CONNECTORSERVICE']._serialized_end=3952
 # @@protoc_insertion_point(module_scope)

@@ -42,6 +42,26 @@ class ConnectorServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsResponse.FromString,
                 _registered_method=True)
+        self.ListConnectorTypes = channel.unary_unary(
+                '/datadog_platform.api.connector.v1.ConnectorService/ListConnectorTypes',
+                request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesResponse.FromString,
+                _registered_method=True)
+        self.TestConnection = channel.unary_unary(
+                '/datadog_platform.api.connector.v1.ConnectorService/TestConnection',
+                request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionResponse.FromString,
+                _registered_method=True)
+        self.DescribeSource = channel.unary_unary(
+                '/datadog_platform.api.connector.v1.ConnectorService/DescribeSource',
+                request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceResponse.FromString,
+                _registered_method=True)
+        self.PlanRead = channel.unary_unary(
+                '/datadog_platform.api.connector.v1.ConnectorService/PlanRead',
+                request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadResponse.FromString,
+                _registered_method=True)
         self.Read = channel.unary_stream(
                 '/datadog_platform.api.connector.v1.ConnectorService/Read',
                 request_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ReadRequest.SerializeToString,
@@ -63,6 +83,37 @@ class ConnectorServiceServicer:
     def ListConnections(self, request, context):
         """ListConnections lists the named connections configured on this service,
         without their secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConnectorTypes(self, request, context):
+        """ListConnectorTypes describes every connector type this service knows, built-in
+        or plugin: capabilities and connection options.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TestConnection(self, request, context):
+        """TestConnection checks that a named (or inline) connection works.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeSource(self, request, context):
+        """DescribeSource returns the Arrow schema of a source and, where the source
+        knows it, an estimate of its row count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanRead(self, request, context):
+        """PlanRead splits the read of a source into independent tickets that can be
+        read in parallel, each with Read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,6 +143,26 @@ def add_ConnectorServiceServicer_to_server(servicer, server):
                     servicer.ListConnections,
                     request_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsResponse.SerializeToString,
+            ),
+            'ListConnectorTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConnectorTypes,
+                    request_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesResponse.SerializeToString,
+            ),
+            'TestConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestConnection,
+                    request_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionResponse.SerializeToString,
+            ),
+            'DescribeSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSource,
+                    request_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceResponse.SerializeToString,
+            ),
+            'PlanRead': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanRead,
+                    request_deserializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadResponse.SerializeToString,
             ),
             'Read': grpc.unary_stream_rpc_method_handler(
                     servicer.Read,
@@ -134,6 +205,114 @@ class ConnectorService:
             '/datadog_platform.api.connector.v1.ConnectorService/ListConnections',
             datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsRequest.SerializeToString,
             datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConnectorTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.connector.v1.ConnectorService/ListConnectorTypes',
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesRequest.SerializeToString,
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.ListConnectorTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.connector.v1.ConnectorService/TestConnection',
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionRequest.SerializeToString,
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.TestConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.connector.v1.ConnectorService/DescribeSource',
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceRequest.SerializeToString,
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.DescribeSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanRead(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.connector.v1.ConnectorService/PlanRead',
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadRequest.SerializeToString,
+            datadog__platform_dot_api_dot_connector_dot_v1_dot_connector__service__pb2.PlanReadResponse.FromString,
             options,
             channel_credentials,
             insecure,
