@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 
-.PHONY: demo test install lint buf-lint buf-breaking gen check-gen pytest
+.PHONY: demo test install lint buf-lint buf-breaking gen docs check-gen pytest
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ demo: install
 
 gen: install
 	PYTHON=$(PY) scripts/gen-protos
+
+docs: install
+	PYTHON=$(PY) scripts/gen-docs
 
 check-gen: install
 	PYTHON=$(PY) scripts/check-gen

@@ -1,6 +1,8 @@
 """``datadog-connector``: run the connector service until SIGTERM/SIGINT.
 
 Prints one line, ``listening on HOST:PORT``, once it accepts calls; logs go to stderr.
+The ``--config`` file is re-read on SIGHUP and whenever it changes (checked every
+~2 s); a bad new file is logged and the running config kept.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         default=env_default("CONNECTOR_CONFIG", ""),
-        help="YAML file of named connections (env DATADOG_CONNECTOR_CONFIG); "
-        "without it there is one file connection, 'local', rooted at --root",
+        help="YAML file of named connections (env DATADOG_CONNECTOR_CONFIG), re-read on "
+        "SIGHUP and when it changes; without it there is one file connection, 'local', "
+        "rooted at --root, and the artifact store 'artifacts' in <root>/.datadog/artifacts",
     )
     parser.add_argument(
         "--root",
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
 
     async def build() -> Server:
         # A bad config is a DomainError here: one readable line and exit 1.
-        return await build_server(load_config(config_path, root), args.listen)
+        return await build_server(
+            load_config(config_path, root), args.listen, reload_on_sighup=True
+        )
 
     run_service("connector", args, build)
 

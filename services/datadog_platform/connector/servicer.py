@@ -1,41 +1,45 @@
-"""ConnectorService over gRPC: translates protobuf frames to and from the file connector.
+"""ConnectorService over gRPC: protobuf frames to and from the connector interface (``base``).
 
-Blocking work (path resolution, parsing, encoding, writing) runs off the event loop,
-one ``asyncio.to_thread`` per batch; cancellation lands between batches. Errors are
-raised as :class:`DomainError` and mapped to statuses by the shared interceptor, also
-after a stream has started.
+Each RPC looks its connection up in the live config (holding a lease on it for
+the whole call, so a config reload never closes a connection under a running
+stream), calls one :class:`~datadog_platform.connector.base.Connection` method and
+translates the result. Errors are :class:`DomainError` and mapped to statuses by
+the shared interceptor (which redacts secrets), also after a stream has started.
 
-Error reasons raised here (besides those of ``files`` and ``config``):
+Error reasons raised here (besides those of ``config`` and the connectors):
 
-- ``REQUIRED_FIELD_MISSING`` (INVALID_ARGUMENT): no ``source.file`` / ``header.sink.file``,
-  or an empty ``header.idempotency_key``.
-- ``UNKNOWN_FILE_FORMAT`` (INVALID_ARGUMENT): a format enum value this server does not know.
-- ``UNSUPPORTED_WRITE_MODE`` (INVALID_ARGUMENT): a write mode this server does not know.
+- ``REQUIRED_FIELD_MISSING`` (INVALID_ARGUMENT): no source/sink, no connection name,
+  an empty ``header.idempotency_key``, or a TestConnection without a target.
+- ``INVALID_OPTION`` (INVALID_ARGUMENT): a negative ``max_splits``.
 - ``ARROW_STREAM_PROTOCOL`` (INVALID_ARGUMENT): write frames out of order, or undecodable.
 - ``ARROW_STREAM_INCOMPLETE`` / ``ARROW_STREAM_MISMATCH`` (UNAVAILABLE): a write stream
   that ended without its completion frame, or whose totals disagree; nothing is written.
+
+TestConnection answers failures in its response (``ok=false``, ``reason``, redacted
+``message``) rather than as an RPC error, except an unknown connection name
+(NOT_FOUND, CONNECTION_NOT_FOUND).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import TypeVar
+import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pyarrow as pa
 
-from datadog_platform.api.common.v1 import arrow_pb2, connection_pb2, step_pb2
+from datadog_platform.api.common.v1 import connection_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.api.connector.v1 import connector_service_pb2_grpc as pb_grpc
-from datadog_platform.connector.config import ConnectorConfig
-from datadog_platform.connector.files import (
-    AtomicFileWriter,
-    FileConnection,
-    FileFormat,
-    FileReader,
-    FileRef,
-    infer_format,
+from datadog_platform.connector.base import Connection, ReadScope, TypeInfo
+from datadog_platform.connector.config import (
+    ConnectorConfig,
+    LiveConfig,
+    close_quietly,
+    create_connection,
+    parse_entry,
+    required_field,
 )
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
@@ -45,57 +49,151 @@ from datadog_platform.core.arrow_frames import (
     encode_schema,
     incomplete_stream_error,
     protocol_error,
+    split_by_bytes,
 )
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.redaction import redact, secret_scope
 
 SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConnectorService"]
-
-_FORMATS: dict[int, FileFormat | None] = {
-    step_pb2.FILE_FORMAT_UNSPECIFIED: None,
-    step_pb2.FILE_FORMAT_CSV: FileFormat.CSV,
-    step_pb2.FILE_FORMAT_PARQUET: FileFormat.PARQUET,
-}
-# UNSPECIFIED means the default, OVERWRITE; it is the only mode so far.
-_WRITE_MODES = {step_pb2.WRITE_MODE_UNSPECIFIED, step_pb2.WRITE_MODE_OVERWRITE}
+#: Upper bound on one TestConnection check; connectors have their own, shorter timeouts.
+TEST_TIMEOUT_SECONDS = 30.0
+INLINE_CONNECTION = "inline"
 
 log = get_logger(__name__)
 
-T = TypeVar("T")
-
 
 class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
-    """The ConnectorService RPCs over the configured connections."""
+    """The ConnectorService RPCs over the live config's connections."""
 
-    def __init__(self, config: ConnectorConfig) -> None:
-        self._config = config
+    def __init__(self, config: ConnectorConfig | LiveConfig) -> None:
+        self._live = config if isinstance(config, LiveConfig) else LiveConfig(config)
+
+    @property
+    def live(self) -> LiveConfig:
+        """The reloadable config this servicer reads."""
+        return self._live
+
+    # ------------------------------------------------------------------ metadata
 
     async def ListConnections(
         self, request: pb.ListConnectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConnectionsResponse:
-        page = self._config.list_page(request.page_size, request.page_token)
+        page = self._live.current.list_page(request.page_size, request.page_token)
         return pb.ListConnectionsResponse(
             connections=[_connection_message(c) for c in page.connections],
             next_page_token=page.next_page_token,
         )
 
+    async def ListConnectorTypes(
+        self, request: pb.ListConnectorTypesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListConnectorTypesResponse:
+        infos = self._live.current.registry.infos()
+        return pb.ListConnectorTypesResponse(types=[_type_message(i) for i in infos])
+
+    async def TestConnection(
+        self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TestConnectionResponse:
+        target = request.WhichOneof("target")
+        if target == "name":
+            async with self._live.lease(lambda c: c.connection(request.name, "name")) as conn:
+                return await _test(conn)
+        if target == "inline":
+            return await self._test_inline(request.inline)
+        raise required_field("target", "a connection name or an inline connection")
+
+    async def _test_inline(self, inline: pb.InlineConnection) -> pb.TestConnectionResponse:
+        """Build a temporary connection from the request, test it, close it."""
+        config = self._live.current
+        options = dict(inline.options)
+        registered = config.registry.get(inline.type)
+        # Client-given secrets are masked for this call only, not registered for good.
+        secrets = [v for k, v in options.items() if _is_secret(registered, k)]
+        with secret_scope(secrets):
+            started = time.perf_counter()
+            found: list[str] = []
+            try:
+                if registered is None:
+                    known = ", ".join(config.registry.names)
+                    raise invalid_argument(
+                        "CONFIG_INVALID",
+                        f"inline.type {inline.type!r} is not a known connector type "
+                        f"(known: {known})",
+                        [FieldViolation("inline.type", "unknown connector type")],
+                    )
+                entry = parse_entry(
+                    INLINE_CONNECTION,
+                    {**options, "type": inline.type},
+                    config.base_dir,
+                    config.registry,
+                    [],
+                    "inline connection",
+                    allow_references=False,
+                    register=found.append,
+                )
+            except DomainError as exc:
+                return _failure(exc, started)
+            with secret_scope(found):
+                try:
+                    connection = create_connection(registered, entry, config.base_dir)
+                except DomainError as exc:
+                    return _failure(exc, started)
+                try:
+                    return await _test(connection)
+                finally:
+                    await close_quietly(connection)
+
+    # ------------------------------------------------------------------ reads
+
+    async def DescribeSource(
+        self, request: pb.DescribeSourceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeSourceResponse:
+        async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
+            connection, source = picked
+            description = await connection.describe(source)
+        response = pb.DescribeSourceResponse(schema=encode_schema(description.schema))
+        if description.estimated_rows is not None:
+            response.estimated_rows = description.estimated_rows
+        return response
+
+    async def PlanRead(
+        self, request: pb.PlanReadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PlanReadResponse:
+        if request.max_splits < 0:
+            raise invalid_argument(
+                "INVALID_OPTION",
+                f"max_splits must not be negative, got {request.max_splits}",
+                [FieldViolation("max_splits", "must not be negative")],
+            )
+        scope = ReadScope(tuple(request.columns), request.predicate)
+        async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
+            connection, source = picked
+            plan = await connection.plan_read(source, scope, request.max_splits)
+        response = pb.PlanReadResponse(schema=encode_schema(plan.schema))
+        for ticket in plan.tickets:
+            message = response.tickets.add(ticket=ticket.data, description=ticket.description)
+            if ticket.estimated_rows is not None:
+                message.estimated_rows = ticket.estimated_rows
+        return response
+
     async def Read(
         self, request: pb.ReadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ReadResponse]:
-        if request.source.WhichOneof("kind") != "file":
-            raise _required("source.file", "a source with a file")
-        source = request.source.file
-        connection = self._config.file_connection(source.connection)
-        ref = FileRef(source.path, _file_format(source.format, "source.file"), "source.file")
-        reader = await _acquire(lambda: connection.open_reader(ref), FileReader.close)
-        try:
-            yield pb.ReadResponse(schema=encode_schema(reader.schema))
-            counter = StreamCounter()
-            while (response := await asyncio.to_thread(_next_frame, reader, counter)) is not None:
-                yield response
-            yield pb.ReadResponse(complete=counter.complete())
-        finally:
-            await _cleanup(reader.close)
+        scope = ReadScope(tuple(request.columns), request.predicate)
+        async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
+            connection, source = picked
+            async with connection.read(source, scope, request.ticket) as stream:
+                yield pb.ReadResponse(schema=encode_schema(stream.schema))
+                counter = StreamCounter()
+                async for batch in stream.batches:
+                    # Connectors may hand over big batches; frames stay near ~1 MiB.
+                    for piece in split_by_bytes([batch]):
+                        response = pb.ReadResponse()
+                        encode_batch(piece, counter, into=response.record_batch)
+                        yield response
+                yield pb.ReadResponse(complete=counter.complete())
+
+    # ------------------------------------------------------------------ writes
 
     async def Write(
         self, request_iterator: AsyncIterator[pb.WriteRequest], context: grpc.aio.ServicerContext
@@ -105,133 +203,136 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
         if first is None or first.WhichOneof("frame") != "header":
             raise protocol_error("the first frame of a write stream must be the header")
         header = first.header
-        connection, ref = self._sink_of(header)
-        # Refuse a bad sink before any data is sent.
-        await asyncio.to_thread(connection.resolve, ref)
-        infer_format(ref)
-
-        second = await anext(frames, None)
-        if second is None or second.WhichOneof("frame") != "schema":
-            raise protocol_error("the second frame of a write stream must be the schema")
-        schema = decode_schema(second.schema)
-        writer = await _acquire(lambda: connection.open_writer(ref, schema), AtomicFileWriter.abort)
-        try:
-            counter = StreamCounter()
-            async for frame in frames:
-                kind = frame.WhichOneof("frame")
-                if kind == "record_batch":
-                    await asyncio.to_thread(
-                        _write_frame, writer, frame.record_batch, schema, counter
-                    )
-                elif kind == "complete":
-                    counter.check(frame.complete)
-                    target = await asyncio.to_thread(writer.commit)
-                    log.info(
-                        "write.committed",
-                        connection=connection.name,
-                        path=ref.path,
-                        rows=writer.rows_written,
-                        idempotency_key=header.idempotency_key,
-                    )
-                    return pb.WriteResponse(
-                        rows_written=writer.rows_written, location=f"file://{target}"
-                    )
-                else:
-                    raise protocol_error(
-                        f"unexpected {kind or 'empty'} frame after the schema; "
-                        "expected record_batch or complete"
-                    )
-            raise incomplete_stream_error(counter)
-        finally:
-            if writer.state == "open":
-                await _cleanup(writer.abort)
-
-    def _sink_of(self, header: pb.WriteHeader) -> tuple[FileConnection, FileRef]:
-        """The connection and file a write header names, validated."""
         if not header.idempotency_key:
-            raise _required("header.idempotency_key", "an idempotency key")
-        if header.sink.WhichOneof("kind") != "file":
-            raise _required("header.sink.file", "a sink with a file")
-        sink = header.sink.file
-        if sink.mode not in _WRITE_MODES:
-            raise invalid_argument(
-                "UNSUPPORTED_WRITE_MODE",
-                f"write mode {sink.mode} is not supported; use WRITE_MODE_OVERWRITE",
-                [FieldViolation("header.sink.file.mode", "unsupported value")],
+            raise required_field("header.idempotency_key", "an idempotency key")
+        # The sink is looked up (connection, kind) before any data is read, so a
+        # bad sink is refused while the client is still sending.
+        async with self._live.lease(lambda c: c.sink_connection(header.sink)) as picked:
+            connection, sink = picked
+            second = await anext(frames, None)
+            if second is None or second.WhichOneof("frame") != "schema":
+                raise protocol_error("the second frame of a write stream must be the schema")
+            schema = decode_schema(second.schema)
+            outcome = await connection.write(
+                sink, header.idempotency_key, schema, _batches(frames, schema)
             )
-        field = "header.sink.file"
-        connection = self._config.file_connection(sink.connection)
-        return connection, FileRef(sink.path, _file_format(sink.format, field), field)
+        log.info(
+            "write.committed",
+            connection=connection.name,
+            location=outcome.location,
+            rows=outcome.rows_written,
+            replayed=outcome.replayed,
+            idempotency_key=header.idempotency_key,
+        )
+        return pb.WriteResponse(
+            rows_written=outcome.rows_written,
+            location=redact(outcome.location),
+            replayed=outcome.replayed,
+        )
 
 
-def _connection_message(connection: FileConnection) -> connection_pb2.Connection:
+async def _batches(
+    frames: AsyncIterator[pb.WriteRequest], schema: pa.Schema
+) -> AsyncIterator[pa.RecordBatch]:
+    """The record batches of a write stream after its schema, checked against its totals.
+
+    Raises (so the connection commits nothing) on a frame out of order, an
+    undecodable batch, totals that disagree, or a stream that ends without its
+    completion frame.
+    """
+    counter = StreamCounter()
+    async for frame in frames:
+        kind = frame.WhichOneof("frame")
+        if kind == "record_batch":
+            yield decode_batch(frame.record_batch, schema, counter)
+        elif kind == "complete":
+            counter.check(frame.complete)
+            return
+        else:
+            raise protocol_error(
+                f"unexpected {kind or 'empty'} frame after the schema; "
+                "expected record_batch or complete"
+            )
+    raise incomplete_stream_error(counter)
+
+
+async def _test(connection: Connection) -> pb.TestConnectionResponse:
+    """Run ``connection.test()``; a failure is an ``ok=false`` response, never an RPC error."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(TEST_TIMEOUT_SECONDS):
+            message = await connection.test()
+    except DomainError as exc:
+        return _failure(exc, started)
+    except TimeoutError:
+        return pb.TestConnectionResponse(
+            ok=False,
+            reason="SOURCE_UNAVAILABLE",
+            message=f"the check did not finish within {TEST_TIMEOUT_SECONDS:g}s",
+            latency_ms=_elapsed_ms(started),
+        )
+    except Exception as exc:
+        log.error("connection.test_crashed", connection=connection.name, exc_info=exc)
+        return pb.TestConnectionResponse(
+            ok=False,
+            reason="INTERNAL",
+            message="the check failed unexpectedly; see the connector log",
+            latency_ms=_elapsed_ms(started),
+        )
+    return pb.TestConnectionResponse(
+        ok=True, message=redact(message), latency_ms=_elapsed_ms(started)
+    )
+
+
+def _failure(error: DomainError, started: float) -> pb.TestConnectionResponse:
+    log.info("connection.test_failed", reason=error.reason, error=error.message)
+    return pb.TestConnectionResponse(
+        ok=False,
+        reason=error.reason,
+        message=redact(error.message),
+        latency_ms=_elapsed_ms(started),
+    )
+
+
+def _elapsed_ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+def _is_secret(registered: object, option: str) -> bool:
+    """Whether an inline option is a secret (all of them when the type is unknown)."""
+    info: TypeInfo | None = getattr(registered, "info", None)
+    if info is None:
+        return True
+    return any(s.name == option and s.secret for s in info.options)
+
+
+def _connection_message(connection: Connection) -> connection_pb2.Connection:
+    options = {k: redact(str(v)) for k, v in connection.public_options().items()}
     return connection_pb2.Connection(
         name=connection.name,
         type=connection.type,
         description=connection.description,
-        options=connection.options(),
+        options=options,
     )
 
 
-def _required(field: str, what: str) -> DomainError:
-    return invalid_argument(
-        "REQUIRED_FIELD_MISSING",
-        f"{field} is required: give {what}",
-        [FieldViolation(field, "required")],
+def _type_message(info: TypeInfo) -> pb.ConnectorType:
+    return pb.ConnectorType(
+        type=info.type,
+        description=info.description,
+        capabilities=sorted(
+            pb.Capability.Value(f"CAPABILITY_{c.value}") for c in info.capabilities
+        ),
+        options=[
+            pb.ConnectorOption(
+                name=o.name,
+                type=o.type,
+                required=o.required,
+                default_value=o.default,
+                description=o.description,
+                secret=o.secret,
+            )
+            for o in info.options
+        ],
+        plugin=info.plugin,
     )
-
-
-def _file_format(value: int, field: str) -> FileFormat | None:
-    try:
-        return _FORMATS[value]
-    except KeyError:
-        raise invalid_argument(
-            "UNKNOWN_FILE_FORMAT",
-            f"{field}.format has unknown value {value}",
-            [FieldViolation(f"{field}.format", "unknown value")],
-        ) from None
-
-
-def _next_frame(reader: FileReader, counter: StreamCounter) -> pb.ReadResponse | None:
-    """Read, encode and count the next batch (blocking; runs in a worker thread)."""
-    batch = reader.read_next()
-    if batch is None:
-        return None
-    response = pb.ReadResponse()
-    encode_batch(batch, counter, into=response.record_batch)
-    return response
-
-
-def _write_frame(
-    writer: AtomicFileWriter,
-    frame: arrow_pb2.ArrowRecordBatch,
-    schema: pa.Schema,
-    counter: StreamCounter,
-) -> None:
-    """Decode one frame and append it (blocking; runs in a worker thread)."""
-    writer.write(decode_batch(frame, schema, counter))
-
-
-async def _acquire(open_: Callable[[], T], release: Callable[[T], None]) -> T:
-    """Open a resource in a worker thread; if the call is cancelled meanwhile, release it.
-
-    A cancelled ``to_thread`` leaves its thread running; without this, a file opened
-    (or a temporary file created) just as the client cancels would leak.
-    """
-    future = asyncio.ensure_future(asyncio.to_thread(open_))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        loop = asyncio.get_running_loop()
-
-        def release_when_opened(done: asyncio.Future[T]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                loop.run_in_executor(None, release, done.result())
-
-        future.add_done_callback(release_when_opened)
-        raise
-
-
-async def _cleanup(release: Callable[[], None]) -> None:
-    """Run a blocking cleanup off the loop, to its end even if the call is cancelled."""
-    await asyncio.shield(asyncio.to_thread(release))

@@ -3,7 +3,9 @@
 Every RPC gets ``request_id`` (from the ``x-request-id`` header, or a new one) and
 ``rpc`` bound in the structlog context. A :class:`DomainError` becomes a rich status;
 any other exception becomes INTERNAL with an opaque message and is logged with its
-traceback, so no client ever sees UNKNOWN or a Python traceback.
+traceback, so no client ever sees UNKNOWN or a Python traceback. Every message,
+metadata value and field violation sent to a client goes through
+:func:`~datadog_platform.core.redaction.redact` first.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import Any
 import grpc
 import structlog
 
-from datadog_platform.core.errors import DomainError, internal
+from datadog_platform.core.errors import DomainError, FieldViolation, internal
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.redaction import redact
 from datadog_platform.core.status import to_grpc_status
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -111,7 +114,7 @@ async def _abort(
         raise exc  # the servicer already set a status
     duration_ms = round((time.perf_counter() - started) * 1000, 2)
     if isinstance(exc, DomainError):
-        error = exc
+        error = _redacted(exc)
         log.warning(
             "rpc.error",
             code=error.code.value,
@@ -124,3 +127,14 @@ async def _abort(
         error = internal("INTERNAL", "internal error; see the server log for details")
     status = to_grpc_status(error)
     await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+def _redacted(error: DomainError) -> DomainError:
+    """``error`` with secrets masked in everything a client will see."""
+    return DomainError(
+        error.code,
+        error.reason,
+        redact(error.message),
+        {key: redact(value) for key, value in error.metadata.items()},
+        tuple(FieldViolation(v.field, redact(v.description)) for v in error.violations),
+    )

@@ -1,4 +1,7 @@
-"""structlog JSON logging, with request-scoped context bound through contextvars."""
+"""structlog JSON logging, with request-scoped context bound through contextvars.
+
+Every line goes through :mod:`datadog_platform.core.redaction`: no secret is logged.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import logging
 import sys
 
 import structlog
+
+from datadog_platform.core.redaction import RedactingFilter, structlog_processor
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -17,6 +22,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            # Last before rendering, so exception texts are redacted too.
+            structlog_processor,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
@@ -25,6 +32,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
     structlog.contextvars.bind_contextvars(service=service)
 
 
