@@ -1,0 +1,257 @@
+"""Blocking file work driven from asyncio, and atomic single-file writes.
+
+Reads: a blocking batch iterator is pulled one batch per worker-thread call, so
+cancellation lands between batches; closing waits for a batch being read rather
+than freeing the reader under it.
+
+Writes: :class:`AtomicFile` makes a file appear whole or not at all. Locally it is
+written under a hidden temporary name beside the target, fsynced and renamed over
+it (``os.replace``), and the directory fsynced. On S3 it is written to a local
+temporary file first and uploaded to the final key only once complete: S3 makes
+an object visible only when its upload (single or multipart) completes, so
+readers never see a partial object and a killed process leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from datadog_platform.connector.base import RecordStream
+from datadog_platform.connector.file_paths import TEMP_SUFFIX, FileRoot, temp_name
+
+T = TypeVar("T")
+
+ErrorMapper = Callable[[Exception], Exception | None]
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class BlockingBatches:
+    """A blocking batch iterator that worker threads may pull from one at a time."""
+
+    def __init__(
+        self,
+        schema: pa.Schema,
+        batches: Iterator[pa.RecordBatch],
+        map_error: ErrorMapper,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.schema = schema
+        self._batches = batches
+        self._map_error = map_error
+        self._on_close = on_close
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def read_next(self) -> pa.RecordBatch | None:
+        """The next non-empty batch, or ``None`` at the end."""
+        with self._lock:
+            while not self._closed:
+                try:
+                    batch = next(self._batches, None)
+                except Exception as exc:
+                    error = self._map_error(exc)
+                    if error is None:
+                        raise
+                    raise error from exc
+                if batch is None:
+                    return None
+                if batch.num_rows:
+                    return batch
+            return None
+
+    def close(self) -> None:
+        """Stop the iterator and release what it holds; safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            close = getattr(self._batches, "close", None)
+            with contextlib.suppress(Exception):
+                if close is not None:
+                    close()
+            if self._on_close is not None:
+                with contextlib.suppress(Exception):
+                    self._on_close()
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        while (batch := self.read_next()) is not None:
+            yield batch
+
+
+@asynccontextmanager
+async def open_stream(open_: Callable[[], BlockingBatches]) -> AsyncIterator[RecordStream]:
+    """A :class:`RecordStream` over batches opened (and later closed) in worker threads."""
+    reader = await acquire(open_, BlockingBatches.close)
+    try:
+        yield RecordStream(reader.schema, _pull(reader))
+    finally:
+        await cleanup(reader.close)
+
+
+async def _pull(reader: BlockingBatches) -> AsyncIterator[pa.RecordBatch]:
+    while (batch := await asyncio.to_thread(reader.read_next)) is not None:
+        yield batch
+
+
+async def acquire(open_: Callable[[], T], release: Callable[[T], None]) -> T:
+    """Open a resource in a worker thread; if the call is cancelled meanwhile, release it.
+
+    A cancelled ``to_thread`` leaves its thread running; without this, a file opened
+    (or a temporary file created) just as the client cancels would leak.
+    """
+    future = asyncio.ensure_future(asyncio.to_thread(open_))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        loop = asyncio.get_running_loop()
+
+        def release_when_opened(done: asyncio.Future[T]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                loop.run_in_executor(None, release, done.result())
+
+        future.add_done_callback(release_when_opened)
+        raise
+
+
+async def cleanup(release: Callable[[], None]) -> None:
+    """Run a blocking cleanup off the loop, to its end even if the call is cancelled."""
+    await asyncio.shield(asyncio.to_thread(release))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class BatchWriter(Protocol):
+    """A write in progress: batches in, then one commit or abort."""
+
+    rows_written: int
+
+    def write(self, batch: pa.RecordBatch) -> None: ...
+
+    def commit(self) -> str: ...
+
+    def abort(self) -> None: ...
+
+
+async def drive_write(
+    open_: Callable[[], BatchWriter], batches: AsyncIterator[pa.RecordBatch]
+) -> tuple[int, str]:
+    """Write every batch, then commit; any failure (or cancellation) aborts.
+
+    Returns the rows written and the committed location. The commit is shielded:
+    once the stream is complete it runs to its end, so a cancellation that arrives
+    then cannot leave a half-done commit.
+    """
+    writer = await acquire(open_, lambda w: w.abort())
+    try:
+        async for batch in batches:
+            await asyncio.to_thread(writer.write, batch)
+        location = await asyncio.shield(asyncio.to_thread(writer.commit))
+    except BaseException:
+        await cleanup(writer.abort)
+        raise
+    return writer.rows_written, location
+
+
+class AtomicFile:
+    """One file written whole or not at all (see the module doc).
+
+    Write to :attr:`stream`, then :meth:`commit` (closes the stream first if still
+    open) or :meth:`abort`. Not thread-safe by itself: callers serialise.
+    """
+
+    def __init__(self, root: FileRoot, target: str) -> None:
+        self.root = root
+        self.target = target
+        name = target.rsplit("/", 1)[-1]
+        if root.local:
+            parent = os.path.dirname(target)
+            os.makedirs(parent, exist_ok=True)
+            root.sweep_stale_temps(parent, name)
+            self.temp_path = os.path.join(parent, temp_name(name))
+            fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.close(fd)
+        else:
+            fd, self.temp_path = tempfile.mkstemp(prefix="datadog-upload-", suffix=TEMP_SUFFIX)
+            os.close(fd)
+        try:
+            self.stream: pa.NativeFile = pa.OSFile(self.temp_path, "wb")
+        except BaseException:
+            self._remove_temp()
+            raise
+        self.state = "open"
+
+    def commit(self) -> None:
+        """Make the written bytes the target's content, atomically."""
+        if self.state != "open":
+            raise RuntimeError(f"file is {self.state}")
+        try:
+            if not self.stream.closed:
+                self.stream.close()
+            if self.root.local:
+                fsync_path(self.temp_path)
+                os.replace(self.temp_path, self.target)
+                fsync_path(os.path.dirname(self.target))  # make the rename itself durable
+            else:
+                upload(self.root.fs, self.temp_path, self.target)
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            if not self.root.local:
+                self._remove_temp()
+        self.state = "committed"
+
+    def abort(self) -> None:
+        """Drop what was written; the target stays as it was. Safe to call twice."""
+        if self.state == "committed":
+            return
+        self.state = "aborted"
+        with contextlib.suppress(Exception):
+            if not self.stream.closed:
+                self.stream.close()
+        self._remove_temp()
+
+    def _remove_temp(self) -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(self.temp_path)
+
+
+def upload(filesystem: pafs.FileSystem, local_path: str, key: str) -> None:
+    """Copy a complete local file to ``key`` (one object upload; atomic on S3)."""
+    pafs.copy_files(
+        local_path,
+        key,
+        source_filesystem=pafs.LocalFileSystem(),
+        destination_filesystem=filesystem,
+    )
+
+
+def fsync_tree(path: str) -> None:
+    """fsync every file and directory under ``path`` (and ``path`` itself)."""
+    for directory, _, files in os.walk(path):
+        for name in files:
+            fsync_path(os.path.join(directory, name))
+        fsync_path(directory)
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync one file or directory."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
