@@ -267,3 +267,80 @@ def test_usage_errors_exit_2_and_help_exits_0(capsys: pytest.CaptureFixture[str]
     out, _ = capsys.readouterr()
     assert "exit codes:" in out
     assert "5    the scheduler cannot be reached" in out
+
+
+def settings_of(**kind: object) -> str:
+    """``pipeline get``'s SETTINGS cell of a step built from its JSON mapping."""
+    from google.protobuf.json_format import ParseDict
+
+    return output.step_parameters(ParseDict(kind, step_pb2.Step()))
+
+
+def test_database_steps_show_connection_table_query_mode_and_keys() -> None:
+    assert settings_of(
+        source={"database": {"connection": "warehouse", "table": "sales.orders"}}
+    ) == ("connection=warehouse, table=sales.orders")
+    query = "SELECT id,\n       amount\n  FROM orders\n WHERE amount  > 1"
+    assert settings_of(source={"database": {"connection": "w", "query": query}}) == (
+        "connection=w, query=SELECT id, amount FROM orders WHERE amount  > 1"
+    )
+    assert settings_of(
+        sink={
+            "database": {
+                "connection": "w",
+                "table": "t",
+                "mode": "WRITE_MODE_UPSERT",
+                "keyColumns": ["id", "day"],
+            }
+        }
+    ) == ('connection=w, table=t, mode=WRITE_MODE_UPSERT, key_columns=["id", "day"]')
+
+
+def test_file_sink_shows_partitioning_and_compression() -> None:
+    assert settings_of(
+        sink={
+            "file": {
+                "path": "out/d",
+                "format": "FILE_FORMAT_NDJSON",
+                "mode": "WRITE_MODE_APPEND",
+                "partitionBy": ["country"],
+                "compression": "FILE_COMPRESSION_GZIP",
+            }
+        }
+    ) == (
+        "path=out/d, format=FILE_FORMAT_NDJSON, mode=WRITE_MODE_APPEND, "
+        'partition_by=["country"], compression=FILE_COMPRESSION_GZIP'
+    )
+
+
+def test_rest_steps_show_settings_but_never_credential_like_values() -> None:
+    text = settings_of(
+        source={
+            "rest": {
+                "connection": "api",
+                "path": "/v1/orders",
+                "method": "HTTP_METHOD_POST",
+                "query": {"lang": "fr", "api_key": "k-123", "access_token": "t-456"},
+                "headers": {"X-Trace": "on", "X-Api-Key": "k-789", "X-Session-Id": "s-1"},
+                "body": '{"q": "x", "client_secret": "c-000", "nested": {"password": "p-1"}}',
+                "recordsPath": "data.items",
+                "pagination": {"maxPages": 3, "linkHeader": {}},
+            }
+        }
+    )
+    for secret in ("k-123", "t-456", "k-789", "s-1", "c-000", "p-1"):
+        assert secret not in text
+    assert text == (
+        "connection=api, path=/v1/orders, method=HTTP_METHOD_POST, "
+        "query.access_token=***, query.api_key=***, query.lang=fr, "
+        "headers.X-Api-Key=***, headers.X-Session-Id=***, headers.X-Trace=on, "
+        'body={"q":"x","client_secret":"***","nested":{"password":"***"}}, '
+        "records_path=data.items, pagination.max_pages=3, pagination.link_header={}"
+    )
+    assert settings_of(
+        sink={"rest": {"connection": "api", "method": "HTTP_METHOD_PUT", "batchSize": 50}}
+    ) == ("connection=api, method=HTTP_METHOD_PUT, batch_size=50")
+
+
+def test_artifact_steps_show_their_key() -> None:
+    assert settings_of(source={"artifact": {"key": "runs/r/s/out"}}) == "key=runs/r/s/out"

@@ -10,11 +10,13 @@ import pytest
 import yaml
 from google.protobuf.json_format import ParseDict
 
+from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode, FieldViolation
 from datadog_platform.scheduler.validation import (
     check_pipeline,
     check_request_id,
+    infer_format,
     pipeline_violations,
 )
 
@@ -262,3 +264,404 @@ def test_request_ids_are_bounded() -> None:
     with pytest.raises(DomainError) as raised:
         check_request_id("r" * 129)
     assert raised.value.violations[0].field == "request_id"
+
+
+# --- the kinds of issue 3: database, REST and artifact steps; richer files -------------------
+
+DB_SOURCE = {"name": "orders", "source": {"database": {"connection": "warehouse", "table": "t"}}}
+DB_SINK = {
+    "name": "out",
+    "inputs": ["big"],
+    "sink": {"database": {"connection": "warehouse", "table": "sales.big"}},
+}
+REST_SOURCE = {
+    "name": "orders",
+    "source": {"rest": {"connection": "api", "path": "/v1/orders", "records_path": "data"}},
+}
+REST_SINK = {"name": "out", "inputs": ["big"], "sink": {"rest": {"connection": "api"}}}
+
+
+def source(kind: str, settings: dict[str, Any]) -> pipeline_pb2.Pipeline:
+    return spec(with_(SOURCE, source={kind: settings}), FILTER, SINK)
+
+
+def sink(kind: str, settings: dict[str, Any]) -> pipeline_pb2.Pipeline:
+    return spec(SOURCE, FILTER, with_(SINK, sink={kind: settings}))
+
+
+def problems(pipeline: pipeline_pb2.Pipeline) -> list[tuple[str, str]]:
+    return [(v.field, v.description) for v in pipeline_violations(pipeline)]
+
+
+S0 = "pipeline.steps[0].source"
+S2 = "pipeline.steps[2].sink"
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        spec(DB_SOURCE, FILTER, DB_SINK),
+        source("database", {"connection": "warehouse", "query": "SELECT 1 AS x"}),
+        source("database", {"connection": "w", "table": '"Sales 2024"."Orders"'}),
+        source("database", {"connection": "w", "table": '"with ""quotes"""'}),
+        source("database", {"connection": "w", "table": "_t$1"}),
+        sink(
+            "database",
+            {"connection": "w", "table": "t", "mode": "WRITE_MODE_UPSERT", "keyColumns": ["id"]},
+        ),
+        sink("database", {"connection": "w", "table": "t", "mode": "WRITE_MODE_APPEND"}),
+        spec(REST_SOURCE, FILTER, REST_SINK),
+        source("rest", {"connection": "api"}),
+        source(
+            "rest",
+            {
+                "connection": "api",
+                "path": "/search",
+                "method": "HTTP_METHOD_POST",
+                "body": '{"q": "x", "n": [1, 2]}',
+                "query": {"lang": "fr"},
+                "headers": {"X-Trace": "1", "Accept": "application/json"},
+                "recordsPath": "data.items",
+                "pagination": {
+                    "maxPages": 5,
+                    "cursor": {"cursorParam": "after", "cursorPath": "meta.next_cursor"},
+                },
+            },
+        ),
+        source("rest", {"connection": "api", "pagination": {"pageNumber": {}}}),
+        source(
+            "rest",
+            {
+                "connection": "api",
+                "pagination": {"pageNumber": {"sizeParam": "per_page", "pageSize": 50}},
+            },
+        ),
+        source("rest", {"connection": "api", "pagination": {"offset": {"limit": 500}}}),
+        source("rest", {"connection": "api", "pagination": {"linkHeader": {}}}),
+        source("rest", {"connection": "api", "method": "HTTP_METHOD_DELETE"}),
+        sink("rest", {"connection": "api", "path": "/in", "method": "HTTP_METHOD_PUT"}),
+        sink("rest", {"connection": "api", "batchSize": 1000}),
+        source("artifact", {"key": "runs/r1/stage-a/out.arrow"}),
+        sink("artifact", {"key": "exports/2024_01/big"}),
+        source("file", {"path": "events/*.parquet", "format": "FILE_FORMAT_PARQUET"}),
+        source("file", {"path": "events/", "format": "FILE_FORMAT_NDJSON"}),
+        source("file", {"connection": "lake", "path": "in/orders.csv.gz"}),
+        sink(
+            "file",
+            {
+                "path": "out/by_country",
+                "format": "FILE_FORMAT_PARQUET",
+                "mode": "WRITE_MODE_APPEND",
+                "partitionBy": ["country", "day"],
+                "compression": "FILE_COMPRESSION_ZSTD",
+            },
+        ),
+        sink("file", {"path": "out/big.parquet", "compression": "FILE_COMPRESSION_SNAPPY"}),
+        sink("file", {"path": "out/big.ndjson.zst", "compression": "FILE_COMPRESSION_ZSTD"}),
+        sink("file", {"path": "out/big.json.gz"}),
+    ],
+)
+def test_valid_steps_of_every_kind(pipeline: pipeline_pb2.Pipeline) -> None:
+    assert pipeline_violations(pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "field", "words"),
+    [
+        # database source
+        (source("database", {"table": "t"}), f"{S0}.database.connection", "required"),
+        (
+            source("database", {"connection": "bad name", "table": "t"}),
+            f"{S0}.database.connection",
+            "not a valid connection name",
+        ),
+        (source("database", {"connection": "w"}), f"{S0}.database", "exactly one of table"),
+        (
+            source("database", {"connection": "w", "table": "t", "query": "SELECT 1"}),
+            f"{S0}.database",
+            "not both",
+        ),
+        (
+            source("database", {"connection": "w", "query": "  \n "}),
+            f"{S0}.database.query",
+            "empty",
+        ),
+        *(
+            (source("database", {"connection": "w", "table": t}), f"{S0}.database.table", "valid")
+            for t in ("a.b.c", "1st", "t-1", "t;drop table x", '"unterminated', "a.", "t\n", '""')
+        ),
+        # database sink
+        (sink("database", {"table": "t"}), f"{S2}.database.connection", "required"),
+        (sink("database", {"connection": "w"}), f"{S2}.database.table", "required"),
+        (
+            sink("database", {"connection": "w", "table": "x y"}),
+            f"{S2}.database.table",
+            "not a valid table name",
+        ),
+        (
+            sink("database", {"connection": "w", "table": "t", "mode": "WRITE_MODE_UPSERT"}),
+            f"{S2}.database.key_columns",
+            "needs key_columns",
+        ),
+        (
+            sink("database", {"connection": "w", "table": "t", "keyColumns": ["id"]}),
+            f"{S2}.database.key_columns",
+            "only used with WRITE_MODE_UPSERT",
+        ),
+        (
+            sink(
+                "database",
+                {
+                    "connection": "w",
+                    "table": "t",
+                    "mode": "WRITE_MODE_UPSERT",
+                    "keyColumns": ["id", "id"],
+                },
+            ),
+            f"{S2}.database.key_columns[1]",
+            'duplicate column "id"',
+        ),
+        (
+            sink(
+                "database",
+                {"connection": "w", "table": "t", "mode": "WRITE_MODE_UPSERT", "keyColumns": [""]},
+            ),
+            f"{S2}.database.key_columns[0]",
+            "empty",
+        ),
+        # REST source
+        (source("rest", {"path": "/x"}), f"{S0}.rest.connection", "required"),
+        (source("rest", {"connection": "api", "path": "v1/x"}), f"{S0}.rest.path", "start with"),
+        (source("rest", {"connection": "api", "path": "//evil/x"}), f"{S0}.rest.path", "'//'"),
+        (source("rest", {"connection": "api", "path": "/a b"}), f"{S0}.rest.path", "whitespace"),
+        (
+            source("rest", {"connection": "api", "recordsPath": "data..items"}),
+            f"{S0}.rest.records_path",
+            "dotted path",
+        ),
+        (
+            source("rest", {"connection": "api", "recordsPath": ".data"}),
+            f"{S0}.rest.records_path",
+            "dotted path",
+        ),
+        (
+            source("rest", {"connection": "api", "method": "HTTP_METHOD_POST", "body": "{x"}),
+            f"{S0}.rest.body",
+            "not valid JSON",
+        ),
+        (
+            source("rest", {"connection": "api", "headers": {"Authorization": "Bearer s3cr3t"}}),
+            f'{S0}.rest.headers["Authorization"]',
+            "credentials belong to the connection",
+        ),
+        (
+            source("rest", {"connection": "api", "headers": {"Bad Header": "x"}}),
+            f'{S0}.rest.headers["Bad Header"]',
+            "not a valid HTTP header name",
+        ),
+        (
+            source("rest", {"connection": "api", "query": {"": "x"}}),
+            f"{S0}.rest.query",
+            "must not be empty",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"maxPages": -1}}),
+            f"{S0}.rest.pagination.max_pages",
+            "negative",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"cursor": {"cursorPath": "m.n"}}}),
+            f"{S0}.rest.pagination.cursor.cursor_param",
+            "required",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"cursor": {"cursorParam": "c"}}}),
+            f"{S0}.rest.pagination.cursor.cursor_path",
+            "required",
+        ),
+        (
+            source(
+                "rest",
+                {
+                    "connection": "api",
+                    "pagination": {"cursor": {"cursorParam": "c", "cursorPath": "a b"}},
+                },
+            ),
+            f"{S0}.rest.pagination.cursor.cursor_path",
+            "dotted path",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"pageNumber": {"firstPage": -1}}}),
+            f"{S0}.rest.pagination.page_number.first_page",
+            "negative",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"pageNumber": {"pageSize": -5}}}),
+            f"{S0}.rest.pagination.page_number.page_size",
+            "negative",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"pageNumber": {"pageSize": 5}}}),
+            f"{S0}.rest.pagination.page_number.size_param",
+            "required to send page_size",
+        ),
+        (
+            source("rest", {"connection": "api", "pagination": {"offset": {"limit": -1}}}),
+            f"{S0}.rest.pagination.offset.limit",
+            "negative",
+        ),
+        (
+            source(
+                "rest", {"connection": "api", "pagination": {"offset": {"limitParam": "offset"}}}
+            ),
+            f"{S0}.rest.pagination.offset.limit_param",
+            "differ",
+        ),
+        # REST sink
+        (sink("rest", {}), f"{S2}.rest.connection", "required"),
+        (
+            sink("rest", {"connection": "api", "method": "HTTP_METHOD_GET"}),
+            f"{S2}.rest.method",
+            "POST or PUT",
+        ),
+        (
+            sink("rest", {"connection": "api", "method": "HTTP_METHOD_DELETE"}),
+            f"{S2}.rest.method",
+            "POST or PUT",
+        ),
+        (sink("rest", {"connection": "api", "batchSize": -1}), f"{S2}.rest.batch_size", "between"),
+        (sink("rest", {"connection": "api", "path": "x"}), f"{S2}.rest.path", "start with"),
+        # artifacts
+        (source("artifact", {}), f"{S0}.artifact.key", "required"),
+        (source("artifact", {"key": "/runs/x"}), f"{S0}.artifact.key", "leading '/'"),
+        (source("artifact", {"key": "runs/../x"}), f"{S0}.artifact.key", "'..'"),
+        (sink("artifact", {"key": "runs/a b"}), f"{S2}.artifact.key", "only letters"),
+        (sink("artifact", {"key": "runs/ü"}), f"{S2}.artifact.key", "only letters"),
+        # files
+        (
+            source("file", {"path": "events/*.parquet"}),
+            f"{S0}.file.format",
+            "required when the path is a glob pattern or a directory",
+        ),
+        (source("file", {"path": "events/"}), f"{S0}.file.format", "glob pattern or a directory"),
+        (source("file", {"path": "x.parquet.gz"}), f"{S0}.file.format", "cannot be inferred"),
+        (source("file", {"connection": "no way", "path": "a.csv"}), f"{S0}.file.connection", "not"),
+        (sink("file", {"path": "out/*.csv"}), f"{S2}.file.path", "not a glob pattern"),
+        (
+            sink("file", {"path": "out/", "format": "FILE_FORMAT_CSV"}),
+            f"{S2}.file.path",
+            "must name a file",
+        ),
+        (
+            sink("file", {"path": "out/big.parquet", "mode": "WRITE_MODE_APPEND"}),
+            f"{S2}.file.mode",
+            "needs partition_by",
+        ),
+        (
+            sink(
+                "file",
+                {"path": "out/big.parquet", "mode": "WRITE_MODE_UPSERT", "partitionBy": ["k"]},
+            ),
+            f"{S2}.file.mode",
+            "not supported by file sinks",
+        ),
+        (
+            sink("file", {"path": "out/d.parquet", "partitionBy": ["a", "b", "a"]}),
+            f"{S2}.file.partition_by[2]",
+            'duplicate column "a"',
+        ),
+        (
+            sink("file", {"path": "out/d.parquet", "partitionBy": [" "]}),
+            f"{S2}.file.partition_by[0]",
+            "empty",
+        ),
+        (
+            sink("file", {"path": "out/big.csv", "compression": "FILE_COMPRESSION_SNAPPY"}),
+            f"{S2}.file.compression",
+            "Parquet only",
+        ),
+        (
+            sink("file", {"path": "out/big.csv.gz", "compression": "FILE_COMPRESSION_ZSTD"}),
+            f"{S2}.file.compression",
+            "contradicts the path's '.gz' suffix",
+        ),
+    ],
+)
+def test_each_problem_of_the_new_kinds_yields_its_violation(
+    pipeline: pipeline_pb2.Pipeline, field: str, words: str
+) -> None:
+    violations = pipeline_violations(pipeline)
+    matching = [v for v in violations if v.field == field]
+    assert matching, f"no violation for {field}; got {violations}"
+    assert any(words in v.description for v in matching), matching
+
+
+def test_unknown_enum_values_are_violations() -> None:
+    pipeline = spec(
+        with_(SOURCE, source={"rest": {"connection": "api", "method": 42}}),
+        FILTER,
+        with_(
+            SINK,
+            sink={"file": {"path": "o.parquet", "mode": 9, "compression": 9, "format": 9}},
+        ),
+    )
+    assert fields(pipeline_violations(pipeline)) == [
+        f"{S0}.rest.method",
+        f"{S2}.file.format",
+        f"{S2}.file.mode",
+        f"{S2}.file.compression",
+    ]
+
+
+def test_a_step_of_each_problem_kind_reports_each_problem_once() -> None:
+    pipeline = spec(
+        with_(SOURCE, source={"database": {"table": "a.b.c", "query": ""}}),
+        FILTER,
+        with_(
+            SINK,
+            sink={"database": {"connection": "w", "mode": "WRITE_MODE_UPSERT"}},
+        ),
+    )
+    assert problems(pipeline) == [
+        (f"{S0}.database.connection", "is required"),
+        (
+            f"{S0}.database.table",
+            "'a.b.c' is not a valid table name: must be 'name' or 'schema.name', each part an "
+            "identifier ([A-Za-z_][A-Za-z0-9_$]*) or a double-quoted name",
+        ),
+        (f"{S2}.database.table", "is required"),
+        (f"{S2}.database.key_columns", "WRITE_MODE_UPSERT needs key_columns to merge on"),
+    ]
+
+
+def test_kinds_are_named_when_none_is_set() -> None:
+    pipeline = spec(with_(SOURCE, source={}), FILTER, with_(SINK, sink={}))
+    assert problems(pipeline) == [
+        (S0, "must set a kind of source (file, database, rest or artifact)"),
+        (S2, "must set a kind of sink (file, database, rest or artifact)"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("a.json", "FILE_FORMAT_JSON"),
+        ("a.ndjson", "FILE_FORMAT_NDJSON"),
+        ("a.jsonl", "FILE_FORMAT_NDJSON"),
+        ("a.JSONL.GZ", "FILE_FORMAT_NDJSON"),
+        ("a.json.zst", "FILE_FORMAT_JSON"),
+        ("a.csv.gz", "FILE_FORMAT_CSV"),
+        ("a.parquet.zst", "FILE_FORMAT_UNSPECIFIED"),
+        ("a.gz", "FILE_FORMAT_UNSPECIFIED"),
+        ("a.txt", "FILE_FORMAT_UNSPECIFIED"),
+    ],
+)
+def test_format_inference_handles_json_and_compression_suffixes(path: str, expected: str) -> None:
+    assert step_pb2.FileFormat.Name(infer_format(path)) == expected
+
+
+def test_the_postgres_example_is_valid() -> None:
+    path = EXAMPLE.parent / "postgres_to_parquet.yaml"
+    pipeline = ParseDict(yaml.safe_load(path.read_text()), pipeline_pb2.Pipeline())
+    assert pipeline_violations(pipeline) == []
+    assert pipeline.steps[0].source.database.connection == "warehouse"

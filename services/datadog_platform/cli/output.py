@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC
@@ -148,7 +149,12 @@ def step_kind(step: step_pb2.Step) -> str:
 
 
 def step_parameters(step: step_pb2.Step) -> str:
-    """The step's settings as ``key=value`` pairs, whatever its kind."""
+    """The step's settings as ``key=value`` pairs, whatever its kind.
+
+    Specs hold no secrets (credentials live on the connector service), but a REST
+    step's headers, query parameters and body are free-form, so values under names
+    that look like credentials are masked rather than printed.
+    """
     kind = step.WhichOneof("kind")
     if kind is None:
         return ""
@@ -156,7 +162,42 @@ def step_parameters(step: step_pb2.Step) -> str:
     sub = spec.WhichOneof("kind")
     if sub is None:
         return ""
-    return ", ".join(f"{k}={v}" for k, v in _flatten(_as_dict(getattr(spec, sub))))
+    settings = _as_dict(getattr(spec, sub))
+    for field in ("headers", "query"):
+        if isinstance(settings.get(field), dict):
+            # Protobuf maps have no order: sort so that the output is stable.
+            settings[field] = _masked(dict(sorted(settings[field].items())))
+    if isinstance(settings.get("body"), str):
+        settings["body"] = _masked_body(settings["body"])
+    return ", ".join(f"{k}={v}" for k, v in _flatten(settings))
+
+
+# Names whose values are credentials whatever the API: never printed.
+_SENSITIVE_NAME = re.compile(
+    r"auth|cookie|token|secret|passw|pwd|api[-_]?key|^key$|credential|signature|session",
+    re.IGNORECASE,
+)
+MASK = "***"
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+def _masked(value: Any, name: str = "") -> Any:
+    """``value`` with the values under sensitive names replaced by ``***``."""
+    if name and _SENSITIVE_NAME.search(name):
+        return MASK
+    if isinstance(value, dict):
+        return {key: _masked(item, key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
+
+
+def _masked_body(body: str) -> str:
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return body  # refused at creation; shown as written
+    return json.dumps(_masked(document), separators=(",", ":"), ensure_ascii=False)
 
 
 def _as_dict(msg: message.Message) -> dict[str, Any]:
@@ -165,13 +206,16 @@ def _as_dict(msg: message.Message) -> dict[str, Any]:
 
 def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, dict):
+        if not value and prefix:
+            return [(prefix, "{}")]  # a set but empty message, e.g. link_header pagination
         pairs: list[tuple[str, str]] = []
         for key, item in value.items():
             pairs.extend(_flatten(item, f"{prefix}.{key}" if prefix else key))
         return pairs
     if isinstance(value, str):
-        return [(prefix, value)]
-    return [(prefix, json.dumps(value))]
+        # A multi-line query must not break the table; spaces inside a line are kept.
+        return [(prefix, _LINE_BREAKS.sub(" ", value).strip())]
+    return [(prefix, json.dumps(value, ensure_ascii=False))]
 
 
 def pipeline_detail_lines(

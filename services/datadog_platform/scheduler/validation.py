@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
 from datadog_platform.api.common.v1 import step_pb2
@@ -32,9 +32,53 @@ FORMAT_BY_EXTENSION = {
     ".csv": step_pb2.FILE_FORMAT_CSV,
     ".parquet": step_pb2.FILE_FORMAT_PARQUET,
     ".pq": step_pb2.FILE_FORMAT_PARQUET,
+    ".json": step_pb2.FILE_FORMAT_JSON,
+    ".ndjson": step_pb2.FILE_FORMAT_NDJSON,
+    ".jsonl": step_pb2.FILE_FORMAT_NDJSON,
 }
+# A codec suffix after a text format's extension ("orders.csv.gz"); Parquet compresses
+# inside the file, so "x.parquet.gz" is not a Parquet file.
+COMPRESSION_BY_SUFFIX = {
+    ".gz": step_pb2.FILE_COMPRESSION_GZIP,
+    ".zst": step_pb2.FILE_COMPRESSION_ZSTD,
+}
+_TEXT_FORMATS = frozenset(
+    {step_pb2.FILE_FORMAT_CSV, step_pb2.FILE_FORMAT_JSON, step_pb2.FILE_FORMAT_NDJSON}
+)
+_GLOB_CHARACTERS = frozenset("*?[")
 _KNOWN_FORMATS = frozenset(step_pb2.FileFormat.values())
+_KNOWN_COMPRESSIONS = frozenset(step_pb2.FileCompression.values())
 _KNOWN_WRITE_MODES = frozenset(step_pb2.WriteMode.values())
+_SOURCE_METHODS = frozenset(
+    {
+        step_pb2.HTTP_METHOD_UNSPECIFIED,
+        step_pb2.HTTP_METHOD_GET,
+        step_pb2.HTTP_METHOD_POST,
+        step_pb2.HTTP_METHOD_PUT,
+        step_pb2.HTTP_METHOD_DELETE,
+    }
+)
+_SINK_METHODS = frozenset(
+    {step_pb2.HTTP_METHOD_UNSPECIFIED, step_pb2.HTTP_METHOD_POST, step_pb2.HTTP_METHOD_PUT}
+)
+
+# Connection names as the connector service's config accepts them.
+CONNECTION_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+# A plain SQL identifier or a double-quoted one ("" escapes a quote inside).
+_IDENTIFIER = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"\x00]|"")+")'
+TABLE_PATTERN = re.compile(rf"^{_IDENTIFIER}(?:\.{_IDENTIFIER})?$")
+TABLE_RULE = (
+    "must be 'name' or 'schema.name', each part an identifier ([A-Za-z_][A-Za-z0-9_$]*) "
+    "or a double-quoted name"
+)
+# Dotted path into a JSON body ("data.items"): non-empty segments without whitespace.
+JSON_PATH_PATTERN = re.compile(r"^[^.\s]+(?:\.[^.\s]+)*$")
+ARTIFACT_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_./-]+$")
+# RFC 9110 token characters: what an HTTP header name may contain.
+HEADER_NAME_PATTERN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# Credentials belong to the connection (DESIGN.md §1, §6), never to a pipeline spec.
+_CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+MAX_BATCH_SIZE = 100_000
 
 
 def check_pipeline(pipeline: pipeline_pb2.Pipeline) -> None:
@@ -107,7 +151,7 @@ def _index_of_all(steps: Sequence[step_pb2.Step]) -> dict[str, int]:
 def _name_violations(path: str, name: str) -> list[FieldViolation]:
     if not name:
         return [FieldViolation(path, "is required")]
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         return [FieldViolation(path, f"{name!r} is not a valid name: {NAME_RULE}")]
     return []
 
@@ -132,7 +176,7 @@ def _metadata_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation
         seen_tags.add(tag)
     for key in sorted(pipeline.labels):
         path = f"pipeline.labels[{json.dumps(key)}]"
-        if not LABEL_KEY_PATTERN.match(key):
+        if not LABEL_KEY_PATTERN.fullmatch(key):
             violations.append(
                 FieldViolation(
                     path,
@@ -159,18 +203,33 @@ def _kind_violations(path: str, step: step_pb2.Step) -> list[FieldViolation]:
 
 
 def _source_violations(path: str, source: step_pb2.SourceSpec) -> list[FieldViolation]:
-    if source.WhichOneof("kind") is None:
-        return [FieldViolation(path, "must set a kind of source (file)")]
-    return _file_violations(f"{path}.file", source.file.path, source.file.format)
+    kind = source.WhichOneof("kind")
+    if kind is None:
+        return [
+            FieldViolation(path, "must set a kind of source (file, database, rest or artifact)")
+        ]
+    path = f"{path}.{kind}"
+    if kind == "file":
+        return _file_source_violations(path, source.file)
+    if kind == "database":
+        return _database_source_violations(path, source.database)
+    if kind == "rest":
+        return _rest_source_violations(path, source.rest)
+    return _artifact_violations(path, source.artifact.key)
 
 
 def _sink_violations(path: str, sink: step_pb2.SinkSpec) -> list[FieldViolation]:
-    if sink.WhichOneof("kind") is None:
-        return [FieldViolation(path, "must set a kind of sink (file)")]
-    violations = _file_violations(f"{path}.file", sink.file.path, sink.file.format)
-    if sink.file.mode not in _KNOWN_WRITE_MODES:
-        violations.append(FieldViolation(f"{path}.file.mode", "unknown write mode"))
-    return violations
+    kind = sink.WhichOneof("kind")
+    if kind is None:
+        return [FieldViolation(path, "must set a kind of sink (file, database, rest or artifact)")]
+    path = f"{path}.{kind}"
+    if kind == "file":
+        return _file_sink_violations(path, sink.file)
+    if kind == "database":
+        return _database_sink_violations(path, sink.database)
+    if kind == "rest":
+        return _rest_sink_violations(path, sink.rest)
+    return _artifact_violations(path, sink.artifact.key)
 
 
 def _transform_violations(path: str, transform: step_pb2.TransformSpec) -> list[FieldViolation]:
@@ -182,41 +241,364 @@ def _transform_violations(path: str, transform: step_pb2.TransformSpec) -> list[
     return []
 
 
-def _file_violations(path: str, file_path: str, file_format: int) -> list[FieldViolation]:
-    violations: list[FieldViolation] = []
+# --- connections ------------------------------------------------------------------------
+# Whether a named connection exists (and is of the right type) is NOT checked here yet:
+# only the connector service knows its connections, and asking it at create time means a
+# ListConnections call from the registry. Until then an unknown connection fails the run
+# with CONNECTION_NOT_FOUND.
+
+
+def _connection_violations(path: str, name: str, *, required: bool) -> list[FieldViolation]:
+    if not name:
+        return [FieldViolation(path, "is required")] if required else []
+    if not CONNECTION_PATTERN.fullmatch(name):
+        return [
+            FieldViolation(
+                path,
+                f"{name!r} is not a valid connection name: it must start with a letter and "
+                "contain only letters, digits, '_' and '-'",
+            )
+        ]
+    return []
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _file_source_violations(path: str, file: step_pb2.FileSource) -> list[FieldViolation]:
+    violations = _connection_violations(f"{path}.connection", file.connection, required=False)
+    violations += _relative_path_violations(f"{path}.path", file.path)
+    violations += _format_violations(path, file.path, file.format)
+    return violations
+
+
+def _file_sink_violations(path: str, file: step_pb2.FileSink) -> list[FieldViolation]:
+    violations = _connection_violations(f"{path}.connection", file.connection, required=False)
+    path_problems = _relative_path_violations(f"{path}.path", file.path)
+    if not path_problems and _is_glob(file.path):
+        path_problems.append(
+            FieldViolation(
+                f"{path}.path", "a sink writes one file or directory, not a glob pattern"
+            )
+        )
+    elif not path_problems and file.path.endswith("/") and not file.partition_by:
+        path_problems.append(
+            FieldViolation(
+                f"{path}.path", "must name a file (a directory is written only with partition_by)"
+            )
+        )
+    violations += path_problems
+    violations += _format_violations(path, file.path, file.format)
+    violations += _file_mode_violations(f"{path}.mode", file.mode, bool(file.partition_by))
+    violations += _column_list_violations(f"{path}.partition_by", file.partition_by)
+    violations += _compression_violations(path, file)
+    return violations
+
+
+def _relative_path_violations(path: str, file_path: str) -> list[FieldViolation]:
     if not file_path.strip():
-        violations.append(FieldViolation(f"{path}.path", "is required"))
-    else:
-        parts = PurePosixPath(file_path.replace("\\", "/"))
-        if parts.is_absolute():
-            violations.append(
-                FieldViolation(f"{path}.path", "must be relative to the connection's root")
-            )
-        elif ".." in parts.parts:
-            violations.append(
-                FieldViolation(f"{path}.path", "must not leave the connection's root ('..')")
-            )
+        return [FieldViolation(path, "is required")]
+    parts = PurePosixPath(file_path.replace("\\", "/"))
+    if parts.is_absolute():
+        return [FieldViolation(path, "must be relative to the connection's root")]
+    if ".." in parts.parts:
+        return [FieldViolation(path, "must not leave the connection's root ('..')")]
+    return []
+
+
+def _format_violations(path: str, file_path: str, file_format: int) -> list[FieldViolation]:
     if file_format not in _KNOWN_FORMATS:
-        violations.append(FieldViolation(f"{path}.format", "unknown file format"))
-    elif (
-        file_format == step_pb2.FILE_FORMAT_UNSPECIFIED
-        and file_path.strip()
-        and infer_format(file_path) == step_pb2.FILE_FORMAT_UNSPECIFIED
-    ):
-        violations.append(
+        return [FieldViolation(f"{path}.format", "unknown file format")]
+    if file_format != step_pb2.FILE_FORMAT_UNSPECIFIED or not file_path.strip():
+        return []
+    if _is_glob(file_path) or file_path.endswith("/"):
+        # Several files may match, of any extension: the format must be stated.
+        return [
+            FieldViolation(
+                f"{path}.format", "is required when the path is a glob pattern or a directory"
+            )
+        ]
+    if infer_format(file_path) == step_pb2.FILE_FORMAT_UNSPECIFIED:
+        return [
             FieldViolation(
                 f"{path}.format",
                 "is unspecified and cannot be inferred from the extension "
-                f"(known: {', '.join(FORMAT_BY_EXTENSION)})",
+                f"(known: {', '.join(FORMAT_BY_EXTENSION)}, optionally followed by "
+                f"{' or '.join(COMPRESSION_BY_SUFFIX)} for text formats)",
+            )
+        ]
+    return []
+
+
+def _file_mode_violations(path: str, mode: int, partitioned: bool) -> list[FieldViolation]:
+    if mode not in _KNOWN_WRITE_MODES:
+        return [FieldViolation(path, "unknown write mode")]
+    if mode == step_pb2.WRITE_MODE_UPSERT:
+        return [
+            FieldViolation(
+                path, "WRITE_MODE_UPSERT is not supported by file sinks (use OVERWRITE or APPEND)"
+            )
+        ]
+    if mode == step_pb2.WRITE_MODE_APPEND and not partitioned:
+        return [
+            FieldViolation(
+                path,
+                "WRITE_MODE_APPEND needs partition_by (it adds files to a partitioned "
+                "directory); a single file can only be overwritten",
+            )
+        ]
+    return []
+
+
+def _compression_violations(path: str, file: step_pb2.FileSink) -> list[FieldViolation]:
+    compression = file.compression
+    if compression not in _KNOWN_COMPRESSIONS:
+        return [FieldViolation(f"{path}.compression", "unknown compression")]
+    file_format = file.format or infer_format(file.path)
+    if compression == step_pb2.FILE_COMPRESSION_SNAPPY and file_format not in (
+        step_pb2.FILE_FORMAT_PARQUET,
+        step_pb2.FILE_FORMAT_UNSPECIFIED,  # already reported under format
+    ):
+        return [
+            FieldViolation(f"{path}.compression", "FILE_COMPRESSION_SNAPPY is for Parquet only")
+        ]
+    implied = infer_compression(file.path)
+    if (
+        compression != step_pb2.FILE_COMPRESSION_UNSPECIFIED
+        and implied != step_pb2.FILE_COMPRESSION_UNSPECIFIED
+        and compression != implied
+    ):
+        suffix = PurePosixPath(file.path).suffix
+        return [
+            FieldViolation(
+                f"{path}.compression",
+                f"{step_pb2.FileCompression.Name(compression)} contradicts the path's "
+                f"{suffix!r} suffix",
+            )
+        ]
+    return []
+
+
+def _column_list_violations(path: str, columns: Sequence[str]) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    seen: set[str] = set()
+    for i, column in enumerate(columns):
+        if not column.strip():
+            violations.append(FieldViolation(f"{path}[{i}]", "must not be empty"))
+        elif column in seen:
+            violations.append(FieldViolation(f"{path}[{i}]", f'duplicate column "{column}"'))
+        seen.add(column)
+    return violations
+
+
+def _is_glob(file_path: str) -> bool:
+    return any(c in _GLOB_CHARACTERS for c in file_path)
+
+
+def infer_format(file_path: str) -> int:
+    """The file format implied by ``file_path``'s extension (``.csv.gz`` too), or UNSPECIFIED."""
+    pure = PurePosixPath(file_path.lower())
+    if pure.suffix in COMPRESSION_BY_SUFFIX:
+        inner = FORMAT_BY_EXTENSION.get(
+            pure.with_suffix("").suffix, step_pb2.FILE_FORMAT_UNSPECIFIED
+        )
+        return inner if inner in _TEXT_FORMATS else step_pb2.FILE_FORMAT_UNSPECIFIED
+    return FORMAT_BY_EXTENSION.get(pure.suffix, step_pb2.FILE_FORMAT_UNSPECIFIED)
+
+
+def infer_compression(file_path: str) -> int:
+    """The codec implied by a ``.gz``/``.zst`` suffix, or UNSPECIFIED."""
+    suffix = PurePosixPath(file_path.lower()).suffix
+    return COMPRESSION_BY_SUFFIX.get(suffix, step_pb2.FILE_COMPRESSION_UNSPECIFIED)
+
+
+# --- databases ---------------------------------------------------------------------------
+
+
+def _database_source_violations(
+    path: str, database: step_pb2.DatabaseSource
+) -> list[FieldViolation]:
+    violations = _connection_violations(f"{path}.connection", database.connection, required=True)
+    if database.table and database.query:
+        violations.append(FieldViolation(path, "must set exactly one of table or query, not both"))
+    elif database.table:
+        violations += _table_violations(f"{path}.table", database.table)
+    elif database.query:
+        if not database.query.strip():
+            violations.append(FieldViolation(f"{path}.query", "must not be empty"))
+    else:
+        violations.append(FieldViolation(path, "must set exactly one of table or query"))
+    return violations
+
+
+def _database_sink_violations(path: str, database: step_pb2.DatabaseSink) -> list[FieldViolation]:
+    violations = _connection_violations(f"{path}.connection", database.connection, required=True)
+    violations += _table_violations(f"{path}.table", database.table)
+    mode = database.mode
+    keys = list(database.key_columns)
+    if mode not in _KNOWN_WRITE_MODES:
+        violations.append(FieldViolation(f"{path}.mode", "unknown write mode"))
+    elif mode == step_pb2.WRITE_MODE_UPSERT and not keys:
+        violations.append(
+            FieldViolation(f"{path}.key_columns", "WRITE_MODE_UPSERT needs key_columns to merge on")
+        )
+    elif mode != step_pb2.WRITE_MODE_UPSERT and keys:
+        violations.append(
+            FieldViolation(f"{path}.key_columns", "are only used with WRITE_MODE_UPSERT")
+        )
+    violations += _column_list_violations(f"{path}.key_columns", keys)
+    return violations
+
+
+def _table_violations(path: str, table: str) -> list[FieldViolation]:
+    if not table:
+        return [FieldViolation(path, "is required")]
+    if not TABLE_PATTERN.fullmatch(table):
+        return [FieldViolation(path, f"{table!r} is not a valid table name: {TABLE_RULE}")]
+    return []
+
+
+# --- REST ----------------------------------------------------------------------------------
+
+
+def _rest_source_violations(path: str, rest: step_pb2.RestSource) -> list[FieldViolation]:
+    violations = _rest_common_violations(path, rest.connection, rest.path, rest.headers)
+    if rest.method not in _SOURCE_METHODS:
+        violations.append(
+            FieldViolation(f"{path}.method", "must be HTTP_METHOD_GET, POST, PUT or DELETE")
+        )
+    for key in sorted(rest.query):
+        if not key.strip():
+            violations.append(FieldViolation(f"{path}.query", "parameter names must not be empty"))
+    if rest.body:
+        try:
+            json.loads(rest.body)
+        except ValueError as exc:
+            violations.append(FieldViolation(f"{path}.body", f"is not valid JSON: {exc}"))
+    if rest.records_path and not JSON_PATH_PATTERN.fullmatch(rest.records_path):
+        violations.append(
+            FieldViolation(
+                f"{path}.records_path",
+                f"{rest.records_path!r} is not a dotted path such as 'data.items'",
+            )
+        )
+    if rest.HasField("pagination"):
+        violations += _pagination_violations(f"{path}.pagination", rest.pagination)
+    return violations
+
+
+def _rest_sink_violations(path: str, rest: step_pb2.RestSink) -> list[FieldViolation]:
+    violations = _rest_common_violations(path, rest.connection, rest.path, rest.headers)
+    if rest.method not in _SINK_METHODS:
+        violations.append(
+            FieldViolation(f"{path}.method", "a REST sink sends with HTTP_METHOD_POST or PUT")
+        )
+    if not 0 <= rest.batch_size <= MAX_BATCH_SIZE:
+        violations.append(
+            FieldViolation(
+                f"{path}.batch_size", f"must be between 1 and {MAX_BATCH_SIZE} (0 means 100)"
             )
         )
     return violations
 
 
-def infer_format(file_path: str) -> int:
-    """The file format implied by ``file_path``'s extension, or UNSPECIFIED."""
-    suffix = PurePosixPath(file_path).suffix.lower()
-    return FORMAT_BY_EXTENSION.get(suffix, step_pb2.FILE_FORMAT_UNSPECIFIED)
+def _rest_common_violations(
+    path: str, connection: str, url_path: str, headers: Mapping[str, str]
+) -> list[FieldViolation]:
+    violations = _connection_violations(f"{path}.connection", connection, required=True)
+    if url_path:
+        if not url_path.startswith("/"):
+            violations.append(
+                FieldViolation(f"{path}.path", "must start with '/' (it follows the base URL)")
+            )
+        elif url_path.startswith("//"):
+            # "//host/x" would be a network-path reference to another host.
+            violations.append(FieldViolation(f"{path}.path", "must not start with '//'"))
+        elif any(c.isspace() for c in url_path):
+            violations.append(
+                FieldViolation(f"{path}.path", "must not contain whitespace (percent-encode it)")
+            )
+    for name in sorted(headers):
+        field = f"{path}.headers[{json.dumps(name)}]"
+        if not HEADER_NAME_PATTERN.fullmatch(name):
+            violations.append(FieldViolation(field, "is not a valid HTTP header name"))
+        elif name.lower() in _CREDENTIAL_HEADERS:
+            violations.append(
+                FieldViolation(
+                    field,
+                    "credentials belong to the connection's auth settings on the connector "
+                    "service, not to the pipeline spec",
+                )
+            )
+        elif any(c in headers[name] for c in "\r\n\x00"):
+            violations.append(FieldViolation(field, "values must not contain line breaks"))
+    return violations
+
+
+def _pagination_violations(path: str, pagination: step_pb2.RestPagination) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if pagination.max_pages < 0:
+        violations.append(
+            FieldViolation(f"{path}.max_pages", "must not be negative (0 means 10000)")
+        )
+    kind = pagination.WhichOneof("kind")
+    if kind == "page_number":
+        page = pagination.page_number
+        sub = f"{path}.page_number"
+        if page.first_page < 0:
+            violations.append(FieldViolation(f"{sub}.first_page", "must not be negative"))
+        if page.page_size < 0:
+            violations.append(FieldViolation(f"{sub}.page_size", "must not be negative"))
+        elif page.page_size and not page.size_param:
+            violations.append(FieldViolation(f"{sub}.size_param", "is required to send page_size"))
+        elif page.size_param and not page.page_size:
+            violations.append(
+                FieldViolation(f"{sub}.page_size", "must be positive when size_param is set")
+            )
+        if page.size_param and page.size_param == (page.page_param or "page"):
+            violations.append(FieldViolation(f"{sub}.size_param", "must differ from page_param"))
+    elif kind == "offset":
+        offset = pagination.offset
+        sub = f"{path}.offset"
+        if offset.limit < 0:
+            violations.append(FieldViolation(f"{sub}.limit", "must not be negative (0 means 100)"))
+        if (offset.offset_param or "offset") == (offset.limit_param or "limit"):
+            violations.append(FieldViolation(f"{sub}.limit_param", "must differ from offset_param"))
+    elif kind == "cursor":
+        cursor = pagination.cursor
+        sub = f"{path}.cursor"
+        if not cursor.cursor_param:
+            violations.append(FieldViolation(f"{sub}.cursor_param", "is required"))
+        if not cursor.cursor_path:
+            violations.append(FieldViolation(f"{sub}.cursor_path", "is required"))
+        elif not JSON_PATH_PATTERN.fullmatch(cursor.cursor_path):
+            violations.append(
+                FieldViolation(
+                    f"{sub}.cursor_path",
+                    f"{cursor.cursor_path!r} is not a dotted path such as 'meta.next_cursor'",
+                )
+            )
+    return violations
+
+
+# --- artifacts -----------------------------------------------------------------------------
+
+
+def _artifact_violations(path: str, key: str) -> list[FieldViolation]:
+    field = f"{path}.key"
+    if not key:
+        return [FieldViolation(field, "is required")]
+    if not ARTIFACT_KEY_PATTERN.fullmatch(key):
+        return [
+            FieldViolation(
+                field, f"{key!r} may contain only letters, digits, '_', '.', '/' and '-'"
+            )
+        ]
+    if key.startswith("/"):
+        return [FieldViolation(field, "must be relative (no leading '/')")]
+    if ".." in key:
+        return [FieldViolation(field, "must not contain '..'")]
+    return []
 
 
 def _input_violations(
