@@ -106,15 +106,12 @@ class ConnectorRegistry:
 
 
 def load_registry(include_plugins: bool = True) -> ConnectorRegistry:
-    """The built-in types that import, then every plugin that loads and is valid."""
+    """Every built-in type (all must import), then every plugin that loads and is valid."""
     types: list[RegisteredType] = []
     for name, target in BUILTIN_TYPES.items():
-        try:
-            connector_type = _import_object(target)
-            types.append(_check(connector_type, expected_name=name, plugin=""))
-        except Exception as exc:
-            # A built-in that cannot import is a packaging bug; the rest still work.
-            log.error("connector.builtin_unavailable", type=name, target=target, error=repr(exc))
+        # A built-in that cannot import is a packaging bug: fail at startup rather
+        # than serve without it (only plugins are allowed to be broken).
+        types.append(_check(_import_object(target), expected_name=name, plugin=""))
     registry = ConnectorRegistry(types)
     if include_plugins:
         registry = ConnectorRegistry([*types, *_load_plugins(set(registry.names))])
