@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +18,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from service_process import ServiceProcess, connector_process
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
@@ -41,46 +38,6 @@ BATCH_ROWS = 20_000
 BATCHES = 48  # ~60 MiB: several write-buffer flushes before the kill
 
 
-class Connector:
-    """A connector service process rooted at ``root``."""
-
-    def __init__(self, root: Path, log: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "datadog_platform.connector.main",
-                "--listen",
-                "127.0.0.1:0",
-                "--root",
-                str(root),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log.open("a"),
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (\S+)", line)
-        if not match:
-            self.process.kill()
-            raise AssertionError(f"the connector did not start: {line!r}\n{log.read_text()}")
-        self.address = match.group(1)
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
@@ -89,11 +46,11 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def connectors(root: Path, tmp_path: Path) -> Iterator[Callable[[], Connector]]:
-    started: list[Connector] = []
+def connectors(root: Path, tmp_path: Path) -> Iterator[Callable[[], ServiceProcess]]:
+    started: list[ServiceProcess] = []
 
-    def start() -> Connector:
-        connector = Connector(root, tmp_path / "connector.log")
+    def start() -> ServiceProcess:
+        connector = connector_process("--root", str(root), log=tmp_path / "connector.log")
         started.append(connector)
         return connector
 
@@ -139,7 +96,7 @@ async def _write(address: str, sink: step_pb2.FileSink, key: str, offset: int) -
 
 
 async def _write_and_kill(
-    connector: Connector,
+    connector: ServiceProcess,
     sink: step_pb2.FileSink,
     key: str,
     offset: int,
@@ -202,7 +159,7 @@ def _new_ids(offset: int) -> list[int]:
 
 
 async def test_single_file_survives_a_killed_writer_and_the_replay_lands_once(
-    root: Path, connectors: Callable[[], Connector]
+    root: Path, connectors: Callable[[], ServiceProcess]
 ) -> None:
     out = root / "out"
     out.mkdir()
@@ -233,7 +190,7 @@ async def test_single_file_survives_a_killed_writer_and_the_replay_lands_once(
 
 
 async def test_partitioned_append_survives_a_killed_writer_and_the_replay_lands_once(
-    root: Path, connectors: Callable[[], Connector]
+    root: Path, connectors: Callable[[], ServiceProcess]
 ) -> None:
     sink = step_pb2.FileSink(
         path="sales",

@@ -11,11 +11,6 @@ exactly once, and a second replay is answered from the ledger without writing.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -26,6 +21,7 @@ import grpc
 import pyarrow as pa
 import pytest
 import yaml
+from service_process import connector_process
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
@@ -38,45 +34,6 @@ TIMEOUT = 60
 BATCH_ROWS = 20_000
 BATCHES = 50  # one million rows
 KEY = "run-1/stage-1/sink"
-
-
-class Connector:
-    """A connector service process serving the connections of ``config``."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "datadog_platform.connector.main",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                str(config),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log.open("a"),
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (\S+)", line)
-        if not match:
-            self.process.kill()
-            raise AssertionError(f"the connector did not start: {line!r}\n{log.read_text()}")
-        self.address = match.group(1)
-
-    def kill(self) -> None:
-        os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
 
 
 def _batch(index: int) -> pa.RecordBatch:
@@ -137,7 +94,7 @@ async def test_killed_connector_leaves_postgres_target_unchanged_then_replay_is_
         await db.execute(f"INSERT INTO \"{table}\" VALUES (-1, 'old'), (-2, 'old'), (-3, 'old')")
 
         # 1. Kill the connector while PostgreSQL is receiving the COPY.
-        connector = Connector(config, log)
+        connector = connector_process("--config", str(config), log=log)
         try:
             halfway, resume = asyncio.Event(), asyncio.Event()
             async with insecure_channel(connector.address) as channel:
@@ -170,7 +127,7 @@ async def test_killed_connector_leaves_postgres_target_unchanged_then_replay_is_
         )
 
         # 2. A new process gets the replay: every row exactly once; then a no-op replay.
-        connector = Connector(config, log)
+        connector = connector_process("--config", str(config), log=log)
         try:
             async with insecure_channel(connector.address) as channel:
                 stub = pb_grpc.ConnectorServiceStub(channel)
