@@ -12,10 +12,16 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
+from datadog_platform.api.scheduler.v1 import run_pb2
+from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
+from datadog_platform.api.scheduler.v1.scheduler_service_pb2_grpc import SchedulerServiceStub
 from datadog_platform.cli.main import main
+from datadog_platform.core.channels import insecure_channel
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "csv_to_parquet.yaml"
@@ -228,3 +234,76 @@ async def test_missing_input_file_fails_the_run_with_exit_1(
     assert code == 0  # reporting a failed run is not a failure of the command
     assert "State:     FAILED" in out
     assert "error: SOURCE_NOT_FOUND" in out
+
+
+async def _running_stage(stub: SchedulerServiceStub, run_id: str) -> None:
+    call = stub.WatchRun(pb.WatchRunRequest(run_id=run_id), timeout=30)
+    async for response in call:
+        if response.run.stages[0].state == run_pb2.STAGE_STATE_RUNNING:
+            call.cancel()
+            return
+    raise AssertionError("the run ended before its stage was running")
+
+
+async def test_run_list_and_run_cancel(
+    scheduler_address: str,
+    data_root: Path,
+    example_data: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = ("--server", scheduler_address)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "run", "list")
+    assert (code, out.strip()) == (0, "no runs")
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "csv_to_parquet", "--wait")
+    assert code == 0
+    done = run_id_of(out)
+
+    code, out, err = await cli(capsys, *server, "run", "list", "--pipeline", "csv_to_parquet")
+    assert (code, err) == (0, "")
+    header, row = out.splitlines()
+    assert header.split() == ["RUN", "ID", "PIPELINE", "VERSION", "STATE", "CREATED", "DURATION"]
+    assert row.split()[:4] == [done, "csv_to_parquet", "1", "SUCCEEDED"]
+    code, out, _ = await cli(capsys, *server, "run", "list", "--state", "failed", "cancelled")
+    assert (code, out.strip()) == (0, "no runs")
+    code, _, err = await cli(capsys, *server, "run", "list", "--state", "bogus")
+    assert code == 2
+    assert "invalid choice" in err
+
+    # A finished run cannot be cancelled: a readable error, exit 6.
+    code, out, err = await cli(capsys, *server, "run", "cancel", done)
+    assert (code, out) == (6, "")
+    assert "already finished" in err
+    assert "RUN_ALREADY_FINISHED" in err
+    assert len(err.splitlines()) == 1
+
+    # A slow run, cancelled from the CLI while its stage runs.
+    ids = pa.array(range(3_000_000), pa.int64())
+    pa_csv.write_csv(pa.table({"order_id": ids, "amount": ids}), example_data)
+    async with insecure_channel(scheduler_address) as channel:
+        stub = SchedulerServiceStub(channel)
+        run = await stub.RunPipeline(pb.RunPipelineRequest(pipeline="csv_to_parquet"), timeout=10)
+        await _running_stage(stub, run.run.run_id)
+        code, out, err = await cli(capsys, *server, "run", "cancel", run.run.run_id)
+        assert (code, err) == (0, "")
+        assert out.strip() == f"run {run.run.run_id} CANCELLED"
+
+        # `pipeline run --wait` of a run that gets cancelled: exit 1, says "cancelled".
+        waiting = asyncio.create_task(
+            cli(capsys, *server, "pipeline", "run", "csv_to_parquet", "--wait")
+        )
+        for _ in range(200):
+            listed = await stub.ListRuns(
+                pb.ListRunsRequest(states=[run_pb2.RUN_STATE_QUEUED, run_pb2.RUN_STATE_RUNNING]),
+                timeout=10,
+            )
+            if listed.runs:
+                break
+            await asyncio.sleep(0.02)
+        (pending,) = listed.runs
+        await _running_stage(stub, pending.run_id)
+        await stub.CancelRun(pb.CancelRunRequest(run_id=pending.run_id), timeout=10)
+        code, out, _ = await waiting
+    assert code == 1
+    assert f"run {pending.run_id} CANCELLED" in out
+    assert "cancelled" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import shutil
 import socket
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
@@ -454,3 +456,112 @@ async def test_pipelines_and_runs_survive_a_restart(
             assert again.state == run_pb2.RUN_STATE_SUCCEEDED
     finally:
         await server.stop(grace=1)
+
+
+async def start(stub: SchedulerServiceStub, pipeline: str) -> run_pb2.Run:
+    request = pb.RunPipelineRequest(pipeline=pipeline)
+    return (await stub.RunPipeline(request, timeout=TIMEOUT)).run
+
+
+async def test_list_runs_pages_newest_first_and_filters(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path
+) -> None:
+    await create(stub, example)
+    await create(stub, {**example, "name": "other"})
+    ids = []
+    for name in ("csv_to_parquet", "other", "csv_to_parquet"):
+        run = await start(stub, name)
+        await watch_to_end(stub, run.run_id)
+        ids.append(run.run_id)
+    newest_first = ids[::-1]
+
+    page = await stub.ListRuns(pb.ListRunsRequest(page_size=2), timeout=TIMEOUT)
+    assert [r.run_id for r in page.runs] == newest_first[:2]
+    assert all(len(r.stages) == 1 for r in page.runs)
+    assert page.next_page_token
+    rest = await stub.ListRuns(
+        pb.ListRunsRequest(page_size=2, page_token=page.next_page_token), timeout=TIMEOUT
+    )
+    assert [r.run_id for r in rest.runs] == newest_first[2:]
+    assert rest.next_page_token == ""
+
+    everything = await stub.ListRuns(pb.ListRunsRequest(), timeout=TIMEOUT)
+    assert [r.run_id for r in everything.runs] == newest_first
+    by_pipeline = await stub.ListRuns(pb.ListRunsRequest(pipeline="other"), timeout=TIMEOUT)
+    assert [r.run_id for r in by_pipeline.runs] == [ids[1]]
+    succeeded = await stub.ListRuns(
+        pb.ListRunsRequest(
+            pipeline="csv_to_parquet",
+            states=[run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED],
+        ),
+        timeout=TIMEOUT,
+    )
+    assert [r.run_id for r in succeeded.runs] == [ids[2], ids[0]]
+    none = await stub.ListRuns(
+        pb.ListRunsRequest(states=[run_pb2.RUN_STATE_CANCELLED]), timeout=TIMEOUT
+    )
+    assert list(none.runs) == []
+    unknown = await stub.ListRuns(pb.ListRunsRequest(pipeline="nope"), timeout=TIMEOUT)
+    assert (list(unknown.runs), unknown.next_page_token) == ([], "")
+
+    error = await failure(stub.ListRuns(pb.ListRunsRequest(page_size=-1), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_SIZE")
+    error = await failure(stub.ListRuns(pb.ListRunsRequest(page_token="zz"), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+
+
+async def test_cancelling_a_finished_or_unknown_run_fails(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path
+) -> None:
+    await create(stub, example)
+    run = await start(stub, "csv_to_parquet")
+    assert (await watch_to_end(stub, run.run_id))[-1].state == run_pb2.RUN_STATE_SUCCEEDED
+    error = await failure(stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_ALREADY_FINISHED",
+    )
+    assert error.metadata["state"] == "SUCCEEDED"
+    error = await failure(stub.CancelRun(pb.CancelRunRequest(run_id="nope"), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    error = await failure(stub.CancelRun(pb.CancelRunRequest(), timeout=TIMEOUT))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_cancelling_a_running_stage_stops_it_and_commits_nothing(
+    stub: SchedulerServiceStub, example: dict[str, Any], data_root: Path
+) -> None:
+    ids = pa.array(range(3_000_000), pa.int64())  # streams for well over a second
+    pa_csv.write_csv(pa.table({"id": ids, "amount": ids}), data_root / "big.csv")
+    spec = copy.deepcopy(example)
+    spec["steps"][0]["source"]["file"]["path"] = "big.csv"
+    await create(stub, spec)
+    run = await start(stub, "csv_to_parquet")
+
+    call = stub.WatchRun(pb.WatchRunRequest(run_id=run.run_id), timeout=30)
+    async for response in call:
+        assert response.run.state not in (run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED)
+        if response.run.stages[0].state == run_pb2.STAGE_STATE_RUNNING:
+            break
+    loop = asyncio.get_running_loop()
+    asked = loop.time()
+    cancelled = (await stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), timeout=TIMEOUT)).run
+    assert cancelled.state == run_pb2.RUN_STATE_CANCELLED
+    assert cancelled.error_message == "cancelled"
+    last = [response.run async for response in call][-1]  # the watch ends by itself
+    assert loop.time() - asked < 2
+    call.cancel()
+    assert last.state == run_pb2.RUN_STATE_CANCELLED
+    assert last.end_time.seconds > 0
+    (stage,) = last.stages
+    assert stage.state == run_pb2.STAGE_STATE_CANCELLED
+    assert list(stage.outputs) == []
+    got = (await stub.GetRun(pb.GetRunRequest(run_id=run.run_id), timeout=TIMEOUT)).run
+    assert got == last
+
+    # The executor cancels its connector calls; the connector drops its temp file.
+    out = data_root / "out"
+    deadline = loop.time() + 2
+    while out.exists() and any(p.is_file() for p in out.rglob("*")):
+        assert loop.time() < deadline, sorted(map(str, out.rglob("*")))
+        await asyncio.sleep(0.05)

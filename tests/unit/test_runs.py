@@ -376,3 +376,97 @@ async def test_unknown_pipelines_and_runs_are_not_found(store: Store) -> None:
     with pytest.raises(DomainError) as raised:
         await manager.get_run("")
     assert raised.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+async def test_cancelling_a_pending_run_dispatches_nothing(store: Store) -> None:
+    gated = GatedDispatcher()
+    manager = RunManager(store, gated)
+    run_id = (await manager.start_run("two")).run_id
+    # No await in between: the driver has not dispatched anything yet.
+    cancelled = await manager.cancel_run(run_id)
+    assert cancelled.state is RunState.CANCELLED
+    assert cancelled.error_message == "cancelled"
+    assert cancelled.end_time is not None
+    assert [s.state for s in cancelled.stages] == [StageState.CANCELLED] * 2
+    assert all(s.end_time is not None and s.attempt == 0 for s in cancelled.stages)
+    await manager.wait_idle()
+    assert gated.tasks == []
+    assert await store.get_run(run_id) == cancelled
+    # A finished run cannot be cancelled; its state says why.
+    with pytest.raises(DomainError) as raised:
+        await manager.cancel_run(run_id)
+    error = raised.value
+    assert (error.code, error.reason) == (ErrorCode.FAILED_PRECONDITION, "RUN_ALREADY_FINISHED")
+    assert error.metadata["state"] == "CANCELLED"
+
+
+async def test_cancelling_a_running_stage_closes_its_attempt(store: Store) -> None:
+    gated = GatedDispatcher()
+    manager = RunManager(store, gated)
+    run_id = (await manager.start_run("two")).run_id
+    for event in success("a_out"):
+        gated.queue("a_out").put_nowait(event)
+    gated.queue("b_out").put_nowait(TaskStarted())
+    await until(
+        manager,
+        run_id,
+        lambda r: [s.state for s in r.stages] == [StageState.SUCCEEDED, StageState.RUNNING],
+    )
+    watcher = asyncio.create_task(until(manager, run_id, lambda r: r.state.is_terminal))
+    first, second = await asyncio.gather(
+        manager.cancel_run(run_id, request_id="c-1"), manager.cancel_run(run_id)
+    )
+    assert first == second  # a cancel in progress is joined, not refused
+    assert first.state is RunState.CANCELLED
+    assert [s.state for s in first.stages] == [StageState.SUCCEEDED, StageState.CANCELLED]
+    assert "b_out" in gated.closed  # the running attempt was cancelled
+    assert (await watcher) == first
+    assert await store.get_run(run_id) == first
+    # A retry of the same cancel request returns the run instead of an error.
+    assert await manager.cancel_run(run_id, request_id="c-1") == first
+
+
+async def test_a_run_no_manager_drives_is_cancelled_in_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await Store.open(path)
+    try:
+        await store.create_pipeline(ONE_STAGE, utc_now())
+        manager = RunManager(store, GatedDispatcher())
+        run_id = (await manager.start_run("one")).run_id
+        await manager.close()  # left QUEUED, as by a process that died
+        other = RunManager(store, GatedDispatcher())
+        cancelled = await other.cancel_run(run_id)
+        assert cancelled.state is RunState.CANCELLED
+        assert [s.state for s in cancelled.stages] == [StageState.CANCELLED]
+        assert await store.get_run(run_id) == cancelled
+        assert await other.resume() == 0
+        with pytest.raises(DomainError) as raised:
+            await other.cancel_run("nope")
+        assert raised.value.reason == "RUN_NOT_FOUND"
+    finally:
+        await store.close()
+
+
+async def test_list_runs_pages_newest_first_and_filters(store: Store) -> None:
+    manager = RunManager(store, ScriptedDispatcher(lambda task: success(task.stage_id)))
+    ids = []
+    for name in ("one", "two", "one"):
+        ids.append((await manager.start_run(name)).run_id)
+        await manager.wait_idle()
+        await asyncio.sleep(0.002)  # run ids sort by millisecond
+    page, token = await manager.list_runs(page_size=2)
+    assert [r.run_id for r in page] == ids[::-1][:2]
+    assert token
+    rest, end = await manager.list_runs(page_size=2, page_token=token)
+    assert [r.run_id for r in rest] == [ids[0]]
+    assert end == ""
+    only_one, _ = await manager.list_runs(pipeline="one")
+    assert [r.run_id for r in only_one] == [ids[2], ids[0]]
+    assert (await manager.list_runs(pipeline="nope"))[0] == []
+    assert (await manager.list_runs(states=(RunState.FAILED,)))[0] == []
+    with pytest.raises(DomainError) as raised:
+        await manager.list_runs(page_token="garbage")
+    assert raised.value.reason == "INVALID_PAGE_TOKEN"
+    with pytest.raises(DomainError) as raised:
+        await manager.list_runs(page_size=-1)
+    assert raised.value.code is ErrorCode.INVALID_ARGUMENT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 
 import grpc
@@ -101,6 +101,30 @@ class SchedulerClient:
                 yield response.run
         finally:
             call.cancel()
+
+    def list_runs(
+        self, pipeline: str = "", states: Sequence[int] = (), limit: int = 0
+    ) -> list[run_pb2.Run]:
+        """Runs, newest first, filtered by pipeline and states; all pages unless ``limit``."""
+        runs: list[run_pb2.Run] = []
+        token = ""
+        while True:
+            size = min(limit - len(runs), _PAGE_SIZE) if limit else _PAGE_SIZE
+            request = scheduler_service_pb2.ListRunsRequest(
+                pipeline=pipeline, states=states, page_size=size, page_token=token
+            )
+            response = self._stub.ListRuns(request, timeout=self.timeout)
+            runs.extend(response.runs)
+            if (limit and len(runs) >= limit) or not response.next_page_token:
+                return runs
+            if response.next_page_token == token:
+                return runs
+            token = response.next_page_token
+
+    def cancel_run(self, run_id: str, request_id: str = "") -> run_pb2.Run:
+        """Cancel a run; returns it in its final state."""
+        request = scheduler_service_pb2.CancelRunRequest(run_id=run_id, request_id=request_id)
+        return self._stub.CancelRun(request, timeout=self.timeout).run
 
     def list_connections(self) -> list[connection_pb2.Connection]:
         """The connections configured on the connector service (all pages)."""

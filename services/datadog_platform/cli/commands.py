@@ -136,6 +136,23 @@ def cmd_run_status(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+def cmd_run_list(args: argparse.Namespace) -> ExitCode:
+    """``run list [--pipeline NAME] [--state STATE ...] [--limit N]``."""
+    states = [run_pb2.RunState.Value(f"RUN_STATE_{state}") for state in args.state or ()]
+    with _client(args) as client:
+        runs = client.list_runs(args.pipeline, states, args.limit)
+    emit(output.run_table(runs))
+    return ExitCode.OK
+
+
+def cmd_run_cancel(args: argparse.Namespace) -> ExitCode:
+    """``run cancel RUN_ID``: prints the run's new state; a finished run is an error (6)."""
+    with _client(args) as client:
+        run = client.cancel_run(args.run_id, args.request_id)
+    emit([f"run {run.run_id} {output.run_state_name(run.state)}"])
+    return ExitCode.OK
+
+
 def cmd_connector_list(args: argparse.Namespace) -> ExitCode:
     """``connector list``."""
     with _client(args) as client:

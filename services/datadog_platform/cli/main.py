@@ -23,6 +23,8 @@ from datadog_platform.core.status import details_of
 
 Handler = Callable[[argparse.Namespace], int]
 
+_RUN_STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree; each leaf sets ``handler``."""
@@ -73,11 +75,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_id(run)
     run.set_defaults(handler=commands.cmd_pipeline_run)
 
-    runs = areas.add_parser("run", help="inspect runs")
+    runs = areas.add_parser("run", help="list, inspect and cancel runs")
     run_cmds = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     status = run_cmds.add_parser("status", help="show a run and each of its stages")
     status.add_argument("run_id", metavar="RUN_ID")
     status.set_defaults(handler=commands.cmd_run_status)
+    run_list = run_cmds.add_parser("list", help="list runs, newest first")
+    run_list.add_argument("--pipeline", default="", metavar="NAME", help="only this pipeline's")
+    run_list.add_argument(
+        "--state",
+        nargs="+",
+        action="extend",
+        type=str.upper,
+        choices=_RUN_STATES,
+        metavar="STATE",
+        help=f"only runs in these states ({', '.join(_RUN_STATES)})",
+    )
+    run_list.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="at most N runs (default: all)"
+    )
+    run_list.set_defaults(handler=commands.cmd_run_list)
+    cancel = run_cmds.add_parser("cancel", help="cancel a run that has not finished")
+    cancel.add_argument("run_id", metavar="RUN_ID")
+    _add_request_id(cancel)
+    cancel.set_defaults(handler=commands.cmd_run_cancel)
 
     connector = areas.add_parser("connector", help="inspect connections")
     connector_cmds = connector.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)

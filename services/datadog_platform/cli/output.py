@@ -254,6 +254,24 @@ def _error_text(stage: run_pb2.StageRun) -> str:
     return f"{reason}: {one_line(stage.error_message)}" if stage.error_message else reason
 
 
+def run_table(runs: Sequence[run_pb2.Run]) -> list[str]:
+    """What ``run list`` prints, newest first."""
+    if not runs:
+        return ["no runs"]
+    rows = [
+        (
+            r.run_id,
+            r.pipeline,
+            str(r.pipeline_version),
+            run_state_name(r.state),
+            format_timestamp(r.create_time),
+            format_duration(run_elapsed(r)) if r.start_time.seconds or r.end_time.seconds else "-",
+        )
+        for r in runs
+    ]
+    return table(("RUN ID", "PIPELINE", "VERSION", "STATE", "CREATED", "DURATION"), rows)
+
+
 def run_status_lines(run: run_pb2.Run) -> list[str]:
     """What ``run status`` prints: the run, then each stage (attempt, rows, outputs, error)."""
     took = f" (took {format_duration(run_elapsed(run))})" if run.end_time.seconds else ""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
+from datadog_platform.core.errors import DomainError, failed_precondition
 from datadog_platform.core.tasks import (  # noqa: F401 - re-exported for the scheduler
     StageOutput,
     StageTask,
@@ -124,6 +125,32 @@ class Run:
     request_id: str = ""
 
 
+#: The run's error message once cancelled.
+CANCELLED_MESSAGE = "cancelled"
+
+
+def mark_cancelled(run: Run, now: datetime) -> list[StageRun]:
+    """Make ``run`` and its unfinished stages CANCELLED; returns the stages changed."""
+    changed = [s for s in run.stages if not s.state.is_terminal]
+    for stage in changed:
+        stage.state = StageState.CANCELLED
+        stage.end_time = now
+    run.state = RunState.CANCELLED
+    run.error_message = CANCELLED_MESSAGE
+    run.end_time = now
+    return changed
+
+
+def run_already_finished(run: Run) -> DomainError:
+    """The error of cancelling a run that already reached a final state."""
+    return failed_precondition(
+        RUN_ALREADY_FINISHED,
+        f'run "{run.run_id}" already finished ({run.state.value}); there is nothing to cancel',
+        run_id=run.run_id,
+        state=run.state.value,
+    )
+
+
 # --- dispatch protocol: what the run manager needs from an executor -------------------
 
 
@@ -179,6 +206,8 @@ PIPELINE_NOT_FOUND = "PIPELINE_NOT_FOUND"
 PIPELINE_VERSION_NOT_FOUND = "PIPELINE_VERSION_NOT_FOUND"
 #: No run has that id.
 RUN_NOT_FOUND = "RUN_NOT_FOUND"
+#: CancelRun of a run that already reached a final state (FAILED_PRECONDITION).
+RUN_ALREADY_FINISHED = "RUN_ALREADY_FINISHED"
 #: The connector service cannot be reached.
 CONNECTOR_UNAVAILABLE = "CONNECTOR_UNAVAILABLE"
 #: Stage failure: the executor service cannot be reached (or went away mid-task).

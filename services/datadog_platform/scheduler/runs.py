@@ -1,9 +1,15 @@
 """Run manager: creates runs, drives their stages through a dispatcher, and lets
 callers watch them.
 
-Run: QUEUED → RUNNING (first dispatch) → SUCCEEDED | FAILED.
+Run: QUEUED → RUNNING (first dispatch) → SUCCEEDED | FAILED | CANCELLED.
 Stage: PENDING → QUEUED (dispatch decided; committed with the run's state) → RUNNING
-(executor started) → SUCCEEDED | FAILED.
+(executor started) → SUCCEEDED | FAILED | CANCELLED.
+
+Cancelling a run this manager drives cancels its stage tasks (closing a running
+attempt's event stream cancels the ExecuteTask call, which reaches the executor and
+its connector streams, so no sink commits); the driver then marks the run and its
+unfinished stages CANCELLED in one transaction. A run no process here drives is
+marked CANCELLED in the store directly.
 
 The manager keeps the live state of the runs it drives in memory (watchers are
 notified on every change, progress included) and persists every state change; pure
@@ -17,7 +23,10 @@ execution is safe).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import copy
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -27,6 +36,8 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
 from datadog_platform.scheduler.domain import (
+    INVALID_PAGE_SIZE,
+    INVALID_PAGE_TOKEN,
     INVALID_REQUEST,
     STAGE_INCOMPLETE,
     STAGE_INTERNAL_ERROR,
@@ -44,7 +55,9 @@ from datadog_platform.scheduler.domain import (
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
+    mark_cancelled,
     new_run_id,
+    run_already_finished,
     utc_now,
 )
 from datadog_platform.scheduler.planner import plan_pipeline
@@ -52,6 +65,10 @@ from datadog_platform.scheduler.store import IdempotencyKey, Store
 from datadog_platform.scheduler.validation import check_request_id
 
 log = get_logger(__name__)
+
+#: ListRuns page sizes: the default (page_size 0) and the maximum.
+DEFAULT_RUNS_PAGE_SIZE = 50
+MAX_RUNS_PAGE_SIZE = 1000
 
 #: How often a watcher of a run driven by another process polls the store.
 _POLL_SECONDS = 1.0
@@ -65,6 +82,10 @@ class _LiveRun:
     steps: dict[str, step_pb2.Step]
     version: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    #: Set (under ``changed``) once CancelRun asked for this run to stop.
+    cancel_requested: bool = False
+    #: The tasks driving its unfinished stages, to cancel them.
+    stage_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 class RunManager:
@@ -121,6 +142,72 @@ class RunManager:
             async with live.changed:
                 return copy.deepcopy(live.run)
         return await self._store.get_run(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        pipeline: str = "",
+        states: tuple[RunState, ...] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[Run], str]:
+        """One page of runs, newest first, and the next page's token ("" at the end)."""
+        if page_size < 0:
+            raise invalid_argument(
+                INVALID_PAGE_SIZE,
+                "page_size must not be negative",
+                [FieldViolation("page_size", "must not be negative")],
+            )
+        size = min(page_size or DEFAULT_RUNS_PAGE_SIZE, MAX_RUNS_PAGE_SIZE)
+        before = _decode_runs_token(page_token) if page_token else ""
+        # One extra row tells whether another page follows without a second query.
+        rows = await self._store.list_runs(
+            size + 1, pipeline=pipeline, states=states, before=before
+        )
+        page = rows[:size]
+        next_token = _encode_runs_token(page[-1].run_id) if len(rows) > size else ""
+        # Runs driven here carry live progress the store only has at intervals.
+        for index, run in enumerate(page):
+            live = self._live.get(run.run_id)
+            if live is not None:
+                async with live.changed:
+                    page[index] = copy.deepcopy(live.run)
+        return page, next_token
+
+    async def cancel_run(self, run_id: str, request_id: str = "") -> Run:
+        """Cancel a run and return it in its final state (CANCELLED).
+
+        FAILED_PRECONDITION (RUN_ALREADY_FINISHED) if it had already finished; a
+        second cancel while one is in progress waits for it and returns the run, as
+        does a retry with the ``request_id`` of a cancel that succeeded.
+        """
+        _require_run_id(run_id)
+        check_request_id(request_id)
+        key = IdempotencyKey("CancelRun", request_id, run_id) if request_id else None
+        live = self._live.get(run_id)
+        if live is None:
+            if key is not None and await self._store.cancel_recorded(key):
+                return await self.get_run(run_id)
+            run = await self._store.cancel_run(run_id, self._clock(), key)
+            log.info("run.cancelled", run_id=run_id, driven=False)
+            return run
+        async with live.changed:
+            if live.run.state.is_terminal and not live.cancel_requested:
+                raise run_already_finished(live.run)
+            if not live.cancel_requested:
+                live.cancel_requested = True
+                log.info("run.cancel_requested", run_id=run_id)
+                for task in list(live.stage_tasks):
+                    task.cancel()
+                # The driver may be between stages; wake it (and watchers) to look.
+                live.version += 1
+                live.changed.notify_all()
+            while not live.run.state.is_terminal:
+                await live.changed.wait()
+            run = copy.deepcopy(live.run)
+        if key is not None:
+            await self._store.record_cancel(key, self._clock())
+        return run
 
     async def watch(self, run_id: str) -> AsyncIterator[Run]:
         """The run now, then after every change; ends after a terminal snapshot."""
@@ -191,10 +278,14 @@ class RunManager:
         try:
             # Stages are independent (no fan-in/out yet), so all start at once; a
             # TaskGroup cancels the others if one breaks unexpectedly.
+            # A stage task cancelled by CancelRun ends "cancelled", which the
+            # TaskGroup ignores; _finish then records the run as CANCELLED.
             async with asyncio.TaskGroup() as group:
                 for stage in run.stages:
-                    if not stage.state.is_terminal:
-                        group.create_task(self._drive_stage(live, stage))
+                    if not stage.state.is_terminal and not live.cancel_requested:
+                        task = group.create_task(self._drive_stage(live, stage))
+                        live.stage_tasks.add(task)
+                        task.add_done_callback(live.stage_tasks.discard)
             await self._finish(live)
         except asyncio.CancelledError:
             log.info("run.interrupted", run_id=run.run_id)
@@ -346,6 +437,9 @@ class RunManager:
 
     async def _finish(self, live: _LiveRun) -> None:
         run = live.run
+        if live.cancel_requested:
+            await self._finish_cancelled(live)
+            return
 
         def finish() -> None:
             failed = [s for s in run.stages if s.state is not StageState.SUCCEEDED]
@@ -360,6 +454,16 @@ class RunManager:
 
         await self._change(live, None, finish)
         log.info("run.finished", run_id=run.run_id, state=run.state.value)
+
+    async def _finish_cancelled(self, live: _LiveRun) -> None:
+        run = live.run
+        async with live.changed:
+            # The run and every stage it cancels commit in one transaction.
+            changed = mark_cancelled(run, self._clock())
+            await self._store.update_run(run, changed)
+            live.version += 1
+            live.changed.notify_all()
+        log.info("run.cancelled", run_id=run.run_id, stages=len(changed), driven=True)
 
     async def _change(
         self,
@@ -380,6 +484,25 @@ class RunManager:
                 await self._store.update_run(live.run, [stage] if stage else [])
             live.version += 1
             live.changed.notify_all()
+
+
+def _encode_runs_token(before: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": before}).encode()).decode().rstrip("=")
+
+
+def _decode_runs_token(token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        before = json.loads(raw)["before"]
+        if isinstance(before, str) and before:
+            return before
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        pass
+    raise invalid_argument(
+        INVALID_PAGE_TOKEN,
+        "page_token is not a token from a previous ListRuns response",
+        [FieldViolation("page_token", "is not a token from a previous response")],
+    )
 
 
 def _require_run_id(run_id: str) -> None:

@@ -19,8 +19,9 @@ from datadog_platform.api.scheduler.v1 import (
     scheduler_service_pb2,
     scheduler_service_pb2_grpc,
 )
+from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.scheduler.connector_client import ConnectorClient
-from datadog_platform.scheduler.domain import PlannedStage, Run, StageRun
+from datadog_platform.scheduler.domain import INVALID_REQUEST, PlannedStage, Run, RunState, StageRun
 from datadog_platform.scheduler.pipelines import PipelineRegistry
 from datadog_platform.scheduler.runs import RunManager
 
@@ -72,6 +73,23 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         async for run in self._runs.watch(request.run_id):
             yield pb.WatchRunResponse(run=run_pb(run))
 
+    async def ListRuns(
+        self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRunsResponse:
+        runs, next_token = await self._runs.list_runs(
+            pipeline=request.pipeline,
+            states=tuple(_run_state(s) for s in request.states),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListRunsResponse(runs=[run_pb(r) for r in runs], next_page_token=next_token)
+
+    async def CancelRun(
+        self, request: pb.CancelRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelRunResponse:
+        run = await self._runs.cancel_run(request.run_id, request.request_id)
+        return pb.CancelRunResponse(run=run_pb(run))
+
     async def ListConnections(
         self, request: pb.ListConnectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConnectionsResponse:
@@ -79,6 +97,17 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
             request.page_size, request.page_token
         )
         return pb.ListConnectionsResponse(connections=connections, next_page_token=next_token)
+
+
+def _run_state(value: int) -> RunState:
+    name = run_pb2.RunState.Name(value) if value in run_pb2.RunState.values() else ""
+    if not name.startswith("RUN_STATE_") or name == "RUN_STATE_UNSPECIFIED":
+        raise invalid_argument(
+            INVALID_REQUEST,
+            f"states: {value} is not a run state",
+            [FieldViolation("states", "must be run states other than UNSPECIFIED")],
+        )
+    return RunState(name.removeprefix("RUN_STATE_"))
 
 
 def _plan_pb(plan: Iterable[PlannedStage]) -> list[pipeline_pb2.PlannedStage]:

@@ -24,7 +24,11 @@ import aiosqlite
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
-from datadog_platform.core.errors import already_exists, invalid_argument, not_found
+from datadog_platform.core.errors import (
+    already_exists,
+    invalid_argument,
+    not_found,
+)
 from datadog_platform.scheduler.domain import (
     PIPELINE_ALREADY_EXISTS,
     PIPELINE_NOT_FOUND,
@@ -37,6 +41,8 @@ from datadog_platform.scheduler.domain import (
     StageRun,
     StageState,
     TaskMetrics,
+    mark_cancelled,
+    run_already_finished,
 )
 
 #: Schema migrations, applied in order; migration N (1-based) sets user_version N.
@@ -336,29 +342,99 @@ class Store:
     async def update_run(self, run: Run, stages: Sequence[StageRun] = ()) -> None:
         """Save the run's own fields and the given stages' in one transaction."""
         async with self._transaction() as db:
+            await self._update_run(db, run, stages)
+
+    async def _update_run(
+        self, db: aiosqlite.Connection, run: Run, stages: Sequence[StageRun]
+    ) -> None:
+        await db.execute(
+            "UPDATE runs SET state = ?, start_time = ?, end_time = ?, error_message = ?"
+            " WHERE run_id = ?",
+            (
+                run.state.value,
+                _micros(run.start_time),
+                _micros(run.end_time),
+                run.error_message,
+                run.run_id,
+            ),
+        )
+        for stage in stages:
             await db.execute(
-                "UPDATE runs SET state = ?, start_time = ?, end_time = ?, error_message = ?"
-                " WHERE run_id = ?",
-                (
-                    run.state.value,
-                    _micros(run.start_time),
-                    _micros(run.end_time),
-                    run.error_message,
-                    run.run_id,
-                ),
+                "UPDATE stages SET steps = ?, state = ?, attempt = ?, start_time = ?,"
+                " end_time = ?, metrics = ?, outputs = ?, error_reason = ?,"
+                " error_message = ? WHERE run_id = ? AND stage_id = ?",
+                (*_stage_values(stage), run.run_id, stage.stage_id),
             )
-            for stage in stages:
-                await db.execute(
-                    "UPDATE stages SET steps = ?, state = ?, attempt = ?, start_time = ?,"
-                    " end_time = ?, metrics = ?, outputs = ?, error_reason = ?,"
-                    " error_message = ? WHERE run_id = ? AND stage_id = ?",
-                    (*_stage_values(stage), run.run_id, stage.stage_id),
-                )
 
     async def get_run(self, run_id: str) -> Run:
         """A run with its stages; NOT_FOUND (RUN_NOT_FOUND) if there is none."""
         async with self._lock:
             runs = await self._runs("WHERE run_id = ?", (run_id,))
+        if not runs:
+            raise not_found(RUN_NOT_FOUND, f'run "{run_id}" does not exist', run_id=run_id)
+        return runs[0]
+
+    async def list_runs(
+        self,
+        limit: int,
+        *,
+        pipeline: str = "",
+        states: Sequence[RunState] = (),
+        before: str = "",
+    ) -> list[Run]:
+        """Up to ``limit`` runs, newest first (run ids sort by creation time).
+
+        ``pipeline`` and ``states`` filter when not empty; ``before`` continues after
+        the run with that id.
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if pipeline:
+            clauses.append("pipeline = ?")
+            params.append(pipeline)
+        if states:
+            clauses.append(f"state IN ({', '.join('?' for _ in states)})")
+            params.extend(s.value for s in states)
+        if before:
+            clauses.append("run_id < ?")
+            params.append(before)
+        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        async with self._lock:
+            return await self._runs(f"{where}ORDER BY run_id DESC LIMIT ?", (*params, limit))
+
+    async def cancel_run(
+        self, run_id: str, now: datetime, idempotency: IdempotencyKey | None = None
+    ) -> Run:
+        """Mark a run no process drives, and its unfinished stages, CANCELLED at once.
+
+        NOT_FOUND if there is no such run; FAILED_PRECONDITION (RUN_ALREADY_FINISHED)
+        if it already reached a final state, unless ``idempotency`` was recorded by
+        the cancel that finished it.
+        """
+        async with self._transaction() as db:
+            if await self._recorded_response(db, idempotency) is not None:
+                return await self._one_run(run_id)
+            run = await self._one_run(run_id)
+            if run.state.is_terminal:
+                raise run_already_finished(run)
+            mark_cancelled(run, now)
+            await self._update_run(db, run, run.stages)
+            await self._record_response(db, idempotency, {"run_id": run_id}, now)
+            return run
+
+    async def record_cancel(self, idempotency: IdempotencyKey, now: datetime) -> None:
+        """Remember a CancelRun request_id (for a cancel done through a run's driver)."""
+        async with self._transaction() as db:
+            if await self._recorded_response(db, idempotency) is None:
+                await self._record_response(db, idempotency, {"run_id": ""}, now)
+
+    async def cancel_recorded(self, idempotency: IdempotencyKey) -> bool:
+        """Whether a CancelRun with this request_id (and run) already succeeded."""
+        async with self._lock:
+            return await self._recorded_response(self._db, idempotency) is not None
+
+    async def _one_run(self, run_id: str) -> Run:
+        runs = await self._runs("WHERE run_id = ?", (run_id,))
         if not runs:
             raise not_found(RUN_NOT_FOUND, f'run "{run_id}" does not exist', run_id=run_id)
         return runs[0]

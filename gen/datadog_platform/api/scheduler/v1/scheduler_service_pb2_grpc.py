@@ -66,6 +66,16 @@ class SchedulerServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/ListRuns',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/CancelRun',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
         self.ListConnections = channel.unary_unary(
                 '/datadog_platform.api.scheduler.v1.SchedulerService/ListConnections',
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsRequest.SerializeToString,
@@ -122,6 +132,22 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRuns(self, request, context):
+        """ListRuns lists runs, newest first, optionally filtered by pipeline and state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """CancelRun cancels a run: its unfinished stages (running ones included) become
+        CANCELLED and so does the run. A run already in a final state fails with
+        FAILED_PRECONDITION (RUN_ALREADY_FINISHED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConnections(self, request, context):
         """ListConnections lists the connections configured on the connector service,
         without their secrets.
@@ -162,6 +188,16 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.SerializeToString,
             ),
             'ListConnections': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConnections,
@@ -333,6 +369,60 @@ class SchedulerService:
             '/datadog_platform.api.scheduler.v1.SchedulerService/WatchRun',
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunRequest.SerializeToString,
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/ListRuns',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/CancelRun',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
