@@ -353,6 +353,31 @@ async def test_unknown_pipelines_and_runs_are_not_found(
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
 
 
+async def test_retry_policies_round_trip(
+    stub: SchedulerServiceStub, example: dict[str, Any]
+) -> None:
+    policy = {
+        "maxAttempts": 4,
+        "initialBackoff": "0.500s",
+        "backoffMultiplier": 3.0,
+        "maxBackoff": "60s",
+        "retryAllFailures": True,
+    }
+    example["defaultRetry"] = policy
+    example["steps"][-1]["retry"] = {"maxAttempts": 2}
+    created = await create(stub, example)
+    got = await stub.GetPipeline(pb.GetPipelineRequest(name=example["name"]), timeout=TIMEOUT)
+    assert got.pipeline == created.pipeline
+    assert got.pipeline.default_retry == pipeline_of({"defaultRetry": policy}).default_retry
+    assert got.pipeline.default_retry.initial_backoff.ToMilliseconds() == 500
+    assert got.pipeline.steps[-1].retry.max_attempts == 2
+    example["name"] = "bad_retry"
+    example["defaultRetry"] = {"maxAttempts": 101}
+    error = await failure(create(stub, example))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.violations] == ["pipeline.default_retry.max_attempts"]
+
+
 async def test_list_pipelines_pages(stub: SchedulerServiceStub, example: dict[str, Any]) -> None:
     for name in ["c_pipe", "a_pipe", "b_pipe"]:
         await create(stub, {**example, "name": name})

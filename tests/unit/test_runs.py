@@ -470,3 +470,157 @@ async def test_list_runs_pages_newest_first_and_filters(store: Store) -> None:
     with pytest.raises(DomainError) as raised:
         await manager.list_runs(page_size=-1)
     assert raised.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+# --- retries ---------------------------------------------------------------------------
+
+
+async def retrying_pipeline(store: Store, name: str, **policy: Any) -> str:
+    """A one-stage pipeline whose sink step carries ``policy`` (tiny backoffs)."""
+    steps = chain("a")
+    steps[-1]["retry"] = {"initialBackoff": "0.001s", "maxBackoff": "0.005s", **policy}
+    await store.create_pipeline(
+        ParseDict({"name": name, "steps": steps}, pipeline_pb2.Pipeline()), utc_now()
+    )
+    return name
+
+
+def failing(times: int, outcome: Callable[[], list[TaskEvent] | Exception]) -> Any:
+    """A script whose first ``times`` attempts end with ``outcome``, then succeed."""
+
+    def script(task: StageTask) -> list[TaskEvent] | Exception:
+        return outcome() if task.attempt <= times else success(task.stage_id)
+
+    return script
+
+
+def unavailable() -> list[TaskEvent]:
+    return [TaskStarted(), TaskFailed("SOURCE_UNAVAILABLE", "db refused", "a_src", True)]
+
+
+def not_found() -> list[TaskEvent]:
+    return [TaskStarted(), TaskFailed("SOURCE_NOT_FOUND", "a.csv does not exist", "a_src")]
+
+
+async def test_retryable_failures_are_retried_until_success(store: Store) -> None:
+    name = await retrying_pipeline(store, "retried", maxAttempts=3)
+    delays: list[float] = []
+
+    def uniform(low: float, high: float) -> float:
+        delays.append(high)
+        return high
+
+    dispatcher = ScriptedDispatcher(failing(2, unavailable))
+    manager = RunManager(store, dispatcher, uniform=uniform)
+    run_id = (await manager.start_run(name)).run_id
+    seen: list[tuple[StageState, int, str]] = []
+    async for snapshot in manager.watch(run_id):
+        stage = snapshot.stages[0]
+        seen.append((stage.state, stage.attempt, stage.error_reason))
+    run = await finished(manager, run_id)
+    assert run.state is RunState.SUCCEEDED
+    (stage,) = run.stages
+    assert (stage.state, stage.attempt, stage.error_reason) == (StageState.SUCCEEDED, 3, "")
+    assert stage.metrics == METRICS
+    assert [t.attempt for t in dispatcher.tasks] == [1, 2, 3]
+    # Between attempts the stage is QUEUED and shows the failed attempt's error.
+    assert (StageState.QUEUED, 1, "SOURCE_UNAVAILABLE") in seen
+    assert (StageState.QUEUED, 2, "SOURCE_UNAVAILABLE") in seen
+    assert delays == [0.001, 0.002]  # initial, then doubled (default multiplier)
+    assert await store.get_run(run_id) == run
+
+
+async def test_a_lost_executor_is_retried(store: Store) -> None:
+    name = await retrying_pipeline(store, "lost", maxAttempts=2)
+    outcomes = iter([DispatchError("EXECUTOR_UNAVAILABLE", "stream broke")])
+    dispatcher = ScriptedDispatcher(failing(1, lambda: next(outcomes)))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run(name)).run_id)
+    assert run.state is RunState.SUCCEEDED
+    assert run.stages[0].attempt == 2
+
+
+async def test_a_non_retryable_failure_fails_after_one_attempt(store: Store) -> None:
+    name = await retrying_pipeline(store, "fatal", maxAttempts=5)
+    dispatcher = ScriptedDispatcher(failing(5, not_found))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run(name)).run_id)
+    assert run.state is RunState.FAILED
+    (stage,) = run.stages
+    assert (stage.state, stage.attempt, stage.error_reason) == (
+        StageState.FAILED,
+        1,
+        "SOURCE_NOT_FOUND",
+    )
+    assert len(dispatcher.tasks) == 1
+
+
+async def test_retry_all_failures_retries_any_failure(store: Store) -> None:
+    name = await retrying_pipeline(store, "all", maxAttempts=3, retryAllFailures=True)
+    dispatcher = ScriptedDispatcher(failing(1, not_found))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run(name)).run_id)
+    assert run.state is RunState.SUCCEEDED
+    assert run.stages[0].attempt == 2
+
+
+async def test_exhausted_attempts_fail_with_the_last_error(store: Store) -> None:
+    name = await retrying_pipeline(store, "exhausted", maxAttempts=3)
+    count = iter(range(1, 100))
+
+    def numbered() -> list[TaskEvent]:
+        return [TaskFailed("SOURCE_UNAVAILABLE", f"refused #{next(count)}", "a_src", True)]
+
+    dispatcher = ScriptedDispatcher(failing(99, numbered))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run(name)).run_id)
+    assert run.state is RunState.FAILED
+    (stage,) = run.stages
+    assert (stage.state, stage.attempt) == (StageState.FAILED, 3)
+    assert (stage.error_reason, stage.error_message) == ("SOURCE_UNAVAILABLE", "refused #3")
+    assert run.error_message == 'stage "a_out" failed: refused #3'
+    assert len(dispatcher.tasks) == 3
+
+
+async def test_the_pipeline_default_policy_applies(store: Store) -> None:
+    spec = ParseDict(
+        {
+            "name": "defaulted",
+            "steps": chain("a"),
+            "defaultRetry": {"maxAttempts": 2, "initialBackoff": "0s"},
+        },
+        pipeline_pb2.Pipeline(),
+    )
+    await store.create_pipeline(spec, utc_now())
+    dispatcher = ScriptedDispatcher(failing(1, unavailable))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run("defaulted")).run_id)
+    assert run.state is RunState.SUCCEEDED
+    assert run.stages[0].attempt == 2
+    # Without any policy, a retryable failure still fails after one attempt.
+    dispatcher = ScriptedDispatcher(failing(1, unavailable))
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run("one")).run_id)
+    assert (run.state, run.stages[0].attempt) == (RunState.FAILED, 1)
+
+
+async def test_cancelling_during_the_backoff_is_prompt(store: Store) -> None:
+    name = await retrying_pipeline(
+        store, "slow", maxAttempts=3, initialBackoff="60s", maxBackoff="60s"
+    )
+    dispatcher = ScriptedDispatcher(failing(99, unavailable))
+    manager = RunManager(store, dispatcher, uniform=lambda low, high: high)
+    run_id = (await manager.start_run(name)).run_id
+    await until(
+        manager,
+        run_id,
+        lambda r: r.stages[0].state is StageState.QUEUED and r.stages[0].error_reason != "",
+    )
+    started = asyncio.get_running_loop().time()
+    cancelled = await manager.cancel_run(run_id)
+    assert asyncio.get_running_loop().time() - started < 1.0
+    assert cancelled.state is RunState.CANCELLED
+    assert [(s.state, s.attempt) for s in cancelled.stages] == [(StageState.CANCELLED, 1)]
+    await manager.wait_idle()
+    assert len(dispatcher.tasks) == 1
+    assert await store.get_run(run_id) == cancelled

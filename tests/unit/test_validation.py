@@ -665,3 +665,55 @@ def test_the_postgres_example_is_valid() -> None:
     pipeline = ParseDict(yaml.safe_load(path.read_text()), pipeline_pb2.Pipeline())
     assert pipeline_violations(pipeline) == []
     assert pipeline.steps[0].source.database.connection == "warehouse"
+
+
+def test_valid_retry_policies() -> None:
+    policy = {
+        "maxAttempts": 5,
+        "initialBackoff": "0.5s",
+        "backoffMultiplier": 1.5,
+        "maxBackoff": "30s",
+        "retryAllFailures": True,
+    }
+    pipeline = spec(SOURCE, FILTER, with_(SINK, retry=policy))
+    pipeline.default_retry.max_attempts = 3
+    assert pipeline_violations(pipeline) == []
+    # Zero (inherit), the bounds, and a multiplier of exactly 1 are fine.
+    for fine in ({"maxAttempts": 0}, {"maxAttempts": 100}, {"backoffMultiplier": 1}):
+        assert pipeline_violations(spec(SOURCE, with_(FILTER, retry=fine), SINK)) == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        ({"maxAttempts": -1}, "max_attempts"),
+        ({"maxAttempts": 101}, "max_attempts"),
+        ({"initialBackoff": "-1s"}, "initial_backoff"),
+        ({"maxBackoff": "-0.5s"}, "max_backoff"),
+        ({"initialBackoff": "10s", "maxBackoff": "5s"}, "max_backoff"),
+        ({"backoffMultiplier": 0.5}, "backoff_multiplier"),
+        ({"backoffMultiplier": -2}, "backoff_multiplier"),
+        ({"backoffMultiplier": "Infinity"}, "backoff_multiplier"),
+        ({"backoffMultiplier": "NaN"}, "backoff_multiplier"),
+    ],
+)
+def test_each_bad_retry_field_is_one_violation(policy: dict[str, Any], field: str) -> None:
+    assert fields(pipeline_violations(spec(SOURCE, FILTER, with_(SINK, retry=policy)))) == [
+        f"pipeline.steps[2].retry.{field}"
+    ]
+    pipeline = spec(SOURCE, FILTER, SINK)
+    ParseDict(policy, pipeline.default_retry)
+    assert fields(pipeline_violations(pipeline)) == [f"pipeline.default_retry.{field}"]
+
+
+def test_several_retry_problems_yield_several_violations() -> None:
+    bad = {"maxAttempts": 1000, "initialBackoff": "-1s", "backoffMultiplier": 0.1}
+    pipeline = spec(with_(SOURCE, retry=bad), FILTER, SINK)
+    assert fields(pipeline_violations(pipeline)) == [
+        "pipeline.steps[0].retry.max_attempts",
+        "pipeline.steps[0].retry.initial_backoff",
+        "pipeline.steps[0].retry.backoff_multiplier",
+    ]
+    with pytest.raises(DomainError) as raised:
+        check_pipeline(pipeline)
+    assert raised.value.code is ErrorCode.INVALID_ARGUMENT

@@ -18,6 +18,11 @@ When the process stops, drivers are cancelled and leave their state as it is; th
 next manager on the same database resumes those runs and dispatches their
 unfinished stages again (sinks are idempotent and atomic, so at-least-once stage
 execution is safe).
+
+A failed attempt is retried per the stage's retry policy (see ``retry``): the
+stage keeps the failed attempt's error and goes back to QUEUED, the driver sleeps
+the backoff (CancelRun interrupts the sleep like a running attempt), then
+dispatches the next attempt.
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ import base64
 import binascii
 import copy
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
 from datadog_platform.scheduler.domain import (
@@ -61,6 +68,7 @@ from datadog_platform.scheduler.domain import (
     utc_now,
 )
 from datadog_platform.scheduler.planner import plan_pipeline
+from datadog_platform.scheduler.retry import RetryPolicy, backoff_delay, stage_policy
 from datadog_platform.scheduler.store import IdempotencyKey, Store
 from datadog_platform.scheduler.validation import check_request_id
 
@@ -74,12 +82,24 @@ MAX_RUNS_PAGE_SIZE = 1000
 _POLL_SECONDS = 1.0
 
 
+@dataclass(frozen=True)
+class _Failure:
+    """How a stage attempt failed (``retryable``: as the executor classified it)."""
+
+    reason: str
+    message: str
+    metrics: TaskMetrics | None = None
+    retryable: bool = False
+
+
 @dataclass(eq=False)
 class _LiveRun:
     """A run this manager drives: its live state and a change counter to wait on."""
 
     run: Run
     steps: dict[str, step_pb2.Step]
+    #: The pipeline version's default retry policy (unset: a single attempt).
+    default_retry: step_pb2.RetryPolicy | None = None
     version: int = 0
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     #: Set (under ``changed``) once CancelRun asked for this run to stop.
@@ -98,11 +118,13 @@ class RunManager:
         *,
         progress_persist_interval: float = 0.5,
         clock: Callable[[], datetime] = utc_now,
+        uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._persist_interval = progress_persist_interval
         self._clock = clock
+        self._uniform = uniform  # the retry jitter's random source
         self._live: dict[str, _LiveRun] = {}
         self._drivers: set[asyncio.Task[None]] = set()
 
@@ -131,7 +153,7 @@ class RunManager:
         stored = await self._store.create_run(run, key)
         if stored.run_id == run.run_id:
             log.info("run.created", run_id=run.run_id, pipeline=pipeline, version=spec.version)
-            self._launch(copy.deepcopy(run), {s.name: s for s in spec.steps})
+            self._launch(copy.deepcopy(run), spec)
         return stored
 
     async def get_run(self, run_id: str) -> Run:
@@ -249,7 +271,7 @@ class RunManager:
         for run in runs:
             spec = await self._store.get_pipeline(run.pipeline, run.pipeline_version)
             log.info("run.resumed", run_id=run.run_id, pipeline=run.pipeline)
-            self._launch(run, {s.name: s for s in spec.steps})
+            self._launch(run, spec)
         return len(runs)
 
     async def close(self) -> None:
@@ -266,8 +288,9 @@ class RunManager:
 
     # --- driving ----------------------------------------------------------------------
 
-    def _launch(self, run: Run, steps: dict[str, step_pb2.Step]) -> None:
-        live = _LiveRun(run, steps)
+    def _launch(self, run: Run, spec: pipeline_pb2.Pipeline) -> None:
+        default_retry = spec.default_retry if spec.HasField("default_retry") else None
+        live = _LiveRun(run, {s.name: s for s in spec.steps}, default_retry)
         self._live[run.run_id] = live
         driver = asyncio.create_task(self._drive(live), name=f"run-{run.run_id}")
         self._drivers.add(driver)
@@ -314,6 +337,7 @@ class RunManager:
 
     async def _drive_stage(self, live: _LiveRun, stage: StageRun) -> None:
         run = live.run
+        policy = stage_policy(stage.steps, live.steps, live.default_retry)
 
         def queue() -> None:
             now = self._clock()
@@ -327,8 +351,20 @@ class RunManager:
                 run.state = RunState.RUNNING
                 run.start_time = now
 
-        # The dispatch decision commits with the run's state, before the dispatch.
-        await self._change(live, stage, queue)
+        while True:
+            # The dispatch decision commits with the run's state, before the dispatch.
+            await self._change(live, stage, queue)
+            failure = await self._attempt(live, stage)
+            if failure is None:
+                return
+            if not policy.should_retry(stage.attempt, failure.reason, failure.retryable):
+                await self._fail(live, stage, failure.reason, failure.message, failure.metrics)
+                return
+            await self._schedule_retry(live, stage, policy, failure)
+
+    async def _attempt(self, live: _LiveRun, stage: StageRun) -> _Failure | None:
+        """Run the stage's current attempt; its failure, or None once it succeeded."""
+        run = live.run
         task = StageTask(
             run_id=run.run_id,
             stage_id=stage.stage_id,
@@ -339,31 +375,48 @@ class RunManager:
             "stage.dispatched", run_id=run.run_id, stage_id=stage.stage_id, attempt=task.attempt
         )
         try:
-            finished = await self._follow(live, stage, task)
+            return await self._follow(live, stage, task)
         except DispatchError as exc:
-            await self._fail(live, stage, exc.reason, exc.message)
-            return
+            return _Failure(exc.reason, exc.message)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("stage.internal_error", run_id=run.run_id, stage_id=stage.stage_id)
-            await self._fail(
-                live,
-                stage,
+            return _Failure(
                 STAGE_INTERNAL_ERROR,
                 "internal error in the scheduler while running the stage; see its log",
             )
-            return
-        if not finished:
-            await self._fail(
-                live,
-                stage,
-                STAGE_INCOMPLETE,
-                "the executor ended the task without reporting success or failure",
-            )
 
-    async def _follow(self, live: _LiveRun, stage: StageRun, task: StageTask) -> bool:
-        """Apply the attempt's events to the stage; True once it reached a result."""
+    async def _schedule_retry(
+        self, live: _LiveRun, stage: StageRun, policy: RetryPolicy, failure: _Failure
+    ) -> None:
+        """Record the failed attempt, back to QUEUED, and sleep the backoff."""
+
+        def requeue() -> None:
+            stage.state = StageState.QUEUED
+            stage.error_reason = failure.reason or "UNKNOWN"
+            stage.error_message = failure.message or "the stage failed without a message"
+            stage.end_time = self._clock()
+            if failure.metrics is not None:
+                stage.metrics = failure.metrics
+
+        await self._change(live, stage, requeue)
+        delay = backoff_delay(policy, stage.attempt, self._uniform)
+        log.warning(
+            "stage.retry_scheduled",
+            run_id=live.run.run_id,
+            stage_id=stage.stage_id,
+            attempt=stage.attempt,
+            next_attempt=stage.attempt + 1,
+            delay=round(delay, 3),
+            reason=stage.error_reason,
+            error=stage.error_message,
+        )
+        # CancelRun cancels this task, which interrupts the sleep at once.
+        await asyncio.sleep(delay)
+
+    async def _follow(self, live: _LiveRun, stage: StageRun, task: StageTask) -> _Failure | None:
+        """Apply the attempt's events to the stage; None once it succeeded, else why not."""
         events: AsyncIterator[TaskEvent] = self._dispatcher.execute(task)
         last_saved = time.monotonic()
         try:
@@ -391,15 +444,18 @@ class RunManager:
 
                         await self._change(live, stage, succeed)
                         log.info("stage.succeeded", run_id=task.run_id, stage_id=stage.stage_id)
-                        return True
-                    case TaskFailed(reason=reason, message=message, metrics=metrics):
-                        await self._fail(live, stage, reason, message, metrics)
-                        return True
+                        return None
+                    case TaskFailed(
+                        reason=reason, message=message, metrics=metrics, retryable=retryable
+                    ):
+                        return _Failure(reason, message, metrics, retryable)
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
                 await aclose()  # cancels the attempt if we stopped reading early
-        return False
+        return _Failure(
+            STAGE_INCOMPLETE, "the executor ended the task without reporting success or failure"
+        )
 
     def _mark_running(self, stage: StageRun) -> None:
         if stage.state is StageState.QUEUED:

@@ -8,6 +8,7 @@ spec in one round trip. Field paths follow the request, e.g.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.expressions import predicate_problem
 from datadog_platform.scheduler.domain import INVALID_PIPELINE_SPEC, INVALID_REQUEST
+from datadog_platform.scheduler.retry import MAX_ATTEMPTS_LIMIT
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
 NAME_RULE = "must start with a letter and contain only letters, digits, '_' and '-' (at most 128)"
@@ -134,8 +136,42 @@ def pipeline_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]
             else:
                 index_of[step.name] = i
         violations += _kind_violations(path, step)
+        if step.HasField("retry"):
+            violations += _retry_violations(f"{path}.retry", step.retry)
         violations += _input_violations(path, step, steps, all_names)
     violations += _graph_violations(steps)
+    if pipeline.HasField("default_retry"):
+        violations += _retry_violations("pipeline.default_retry", pipeline.default_retry)
+    return violations
+
+
+def _retry_violations(path: str, retry: step_pb2.RetryPolicy) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    if not 0 <= retry.max_attempts <= MAX_ATTEMPTS_LIMIT:
+        violations.append(
+            FieldViolation(
+                f"{path}.max_attempts",
+                f"must be 0 (inherit) to {MAX_ATTEMPTS_LIMIT} (attempts, the first included)",
+            )
+        )
+    durations = {}
+    for name in ("initial_backoff", "max_backoff"):
+        if retry.HasField(name):
+            duration = getattr(retry, name)
+            seconds = duration.seconds + duration.nanos / 1e9
+            if seconds < 0:
+                violations.append(FieldViolation(f"{path}.{name}", "must not be negative"))
+            else:
+                durations[name] = seconds
+    if len(durations) == 2 and durations["max_backoff"] < durations["initial_backoff"]:
+        violations.append(FieldViolation(f"{path}.max_backoff", "must be at least initial_backoff"))
+    multiplier = retry.backoff_multiplier
+    if multiplier != 0 and not (math.isfinite(multiplier) and multiplier >= 1):
+        violations.append(
+            FieldViolation(
+                f"{path}.backoff_multiplier", "must be 0 (the default, 2) or a number of at least 1"
+            )
+        )
     return violations
 
 

@@ -26,7 +26,7 @@ from datadog_platform.api.common.v1 import step_pb2 as datadog__platform_dot_api
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0datadog_platform/api/scheduler/v1/pipeline.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x02\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Pipeline.LabelsEntry\x12\x33\n\x05steps\x18\x05 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\x12\x0f\n\x07version\x18\x64 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x66 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0cPlannedStage\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0datadog_platform/api/scheduler/v1/pipeline.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Pipeline.LabelsEntry\x12\x33\n\x05steps\x18\x05 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\x12\x42\n\rdefault_retry\x18\x06 \x01(\x0b\x32+.datadog_platform.api.common.v1.RetryPolicy\x12\x0f\n\x07version\x18\x64 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x66 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0cPlannedStage\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PIPELINE_LABELSENTRY']._loaded_options = None
   _globals['_PIPELINE_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_PIPELINE']._serialized_start=164
-  _globals['_PIPELINE']._serialized_end=511
-  _globals['_PIPELINE_LABELSENTRY']._serialized_start=466
-  _globals['_PIPELINE_LABELSENTRY']._serialized_end=511
-  _globals['_PLANNEDSTAGE']._serialized_start=513
-  _globals['_PLANNEDSTAGE']._serialized_end=560
+  _globals['_PIPELINE']._serialized_end=579
+  _globals['_PIPELINE_LABELSENTRY']._serialized_start=534
+  _globals['_PIPELINE_LABELSENTRY']._serialized_end=579
+  _globals['_PLANNEDSTAGE']._serialized_start=581
+  _globals['_PLANNEDSTAGE']._serialized_end=628
 # @@protoc_insertion_point(module_scope)
