@@ -307,3 +307,32 @@ async def test_run_list_and_run_cancel(
     assert code == 1
     assert f"run {pending.run_id} CANCELLED" in out
     assert "cancelled" in out
+
+
+async def test_run_retry_wait_reruns_a_failed_run(
+    scheduler_address: str, data_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "csv_to_parquet", "--wait")
+    assert code == 1  # its input file is not there yet
+    assert "SOURCE_NOT_FOUND" in out
+    run_id = run_id_of(out)
+
+    target = data_root / "examples" / "data"
+    target.mkdir(parents=True)
+    shutil.copy(REPO / "examples" / "data" / "orders.csv", target / "orders.csv")
+    code, out, err = await cli(capsys, *server, "run", "retry", run_id, "--wait")
+    written = output_file(data_root)
+    assert (code, err) == (0, "")
+    assert f"retrying run {run_id} of csv_to_parquet version 1" in out
+    assert "run SUCCEEDED" in out
+    assert f"out: wrote 35 rows to file://{written}" in out
+    assert (await asyncio.to_thread(pq.read_table, written)).num_rows == 35
+
+    code, out, _ = await cli(capsys, *server, "run", "status", run_id)
+    assert "  out: SUCCEEDED, attempt 2, rows read 50, written 35" in out
+    # Nothing left to retry: a readable error, exit 6.
+    code, out, err = await cli(capsys, *server, "run", "retry", run_id)
+    assert (code, out) == (6, "")
+    assert "RUN_ALREADY_SUCCEEDED" in err

@@ -590,3 +590,45 @@ async def test_cancelling_a_running_stage_stops_it_and_commits_nothing(
     while out.exists() and any(p.is_file() for p in out.rglob("*")):
         assert loop.time() < deadline, sorted(map(str, out.rglob("*")))
         await asyncio.sleep(0.05)
+
+
+async def test_retry_run_after_the_missing_input_appears(
+    stub: SchedulerServiceStub, example: dict[str, Any], data_root: Path
+) -> None:
+    await create(stub, example)
+    run = await start(stub, "csv_to_parquet")
+    assert (await watch_to_end(stub, run.run_id))[-1].state == run_pb2.RUN_STATE_FAILED
+    (stage,) = (await stub.GetRun(pb.GetRunRequest(run_id=run.run_id), timeout=TIMEOUT)).run.stages
+    assert (stage.error_reason, stage.attempt) == ("SOURCE_NOT_FOUND", 1)
+
+    target = data_root / "examples" / "data" / "orders.csv"
+    target.parent.mkdir(parents=True)
+    shutil.copy(ORDERS, target)
+    request = pb.RetryRunRequest(run_id=run.run_id, request_id="retry-1")
+    retried = (await stub.RetryRun(request, timeout=TIMEOUT)).run
+    assert (retried.run_id, retried.pipeline_version) == (run.run_id, 1)
+    assert retried.state == run_pb2.RUN_STATE_RUNNING
+    assert retried.error_message == ""
+    assert not retried.HasField("end_time")
+    assert [s.state for s in retried.stages] == [run_pb2.STAGE_STATE_PENDING]
+
+    snapshots = await watch_to_end(stub, run.run_id)
+    final = snapshots[-1]
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    (stage,) = final.stages
+    assert (stage.state, stage.attempt, stage.error_reason) == (
+        run_pb2.STAGE_STATE_SUCCEEDED,
+        2,
+        "",
+    )
+    assert stage.outputs[0].rows_written == 35
+    assert pq.read_table(data_root / "out" / "big_orders.parquet").num_rows == 35
+    # The same request_id returns the first result; a new one finds nothing to retry.
+    assert (await stub.RetryRun(request, timeout=TIMEOUT)).run == retried
+    error = await failure(stub.RetryRun(pb.RetryRunRequest(run_id=run.run_id), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_ALREADY_SUCCEEDED",
+    )
+    error = await failure(stub.RetryRun(pb.RetryRunRequest(run_id="nope"), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")

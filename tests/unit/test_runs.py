@@ -21,6 +21,7 @@ from datadog_platform.scheduler.domain import (
     Run,
     RunState,
     StageOutput,
+    StageRun,
     StageState,
     StageTask,
     TaskEvent,
@@ -29,6 +30,7 @@ from datadog_platform.scheduler.domain import (
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
+    new_run_id,
     utc_now,
 )
 from datadog_platform.scheduler.runs import RunManager
@@ -624,3 +626,111 @@ async def test_cancelling_during_the_backoff_is_prompt(store: Store) -> None:
     await manager.wait_idle()
     assert len(dispatcher.tasks) == 1
     assert await store.get_run(run_id) == cancelled
+
+
+# --- RetryRun --------------------------------------------------------------------------
+
+
+async def test_retry_reruns_only_the_failed_stage(store: Store) -> None:
+    broken = {"b_out"}
+
+    def script(task: StageTask) -> list[TaskEvent]:
+        if task.stage_id in broken:
+            return [TaskStarted(), TaskFailed("SOURCE_NOT_FOUND", "b.csv does not exist", "b_src")]
+        return success(task.stage_id)
+
+    dispatcher = ScriptedDispatcher(script)
+    manager = RunManager(store, dispatcher)
+    first = await finished(manager, (await manager.start_run("two")).run_id)
+    assert first.state is RunState.FAILED
+    kept = first.stages[0]
+
+    broken.clear()  # the missing input appeared
+    retried = await manager.retry_run(first.run_id, request_id="r-1")
+    assert (retried.run_id, retried.pipeline_version) == (first.run_id, 1)
+    assert (retried.state, retried.error_message, retried.end_time) == (RunState.RUNNING, "", None)
+    assert retried.stages[0] == kept  # untouched, outputs kept
+    b = retried.stages[1]
+    assert (b.state, b.attempt, b.error_reason, b.end_time) == (StageState.PENDING, 1, "", None)
+    assert await store.get_run(first.run_id) == retried  # committed before driving
+
+    run = await finished(manager, first.run_id)
+    assert (run.state, run.error_message) == (RunState.SUCCEEDED, "")
+    assert run.end_time is not None
+    assert run.stages[0] == kept
+    assert (run.stages[1].state, run.stages[1].attempt) == (StageState.SUCCEEDED, 2)
+    assert [(t.stage_id, t.attempt) for t in dispatcher.tasks] == [
+        ("a_out", 1),
+        ("b_out", 1),
+        ("b_out", 2),
+    ]
+    assert await store.get_run(first.run_id) == run
+    # The same request_id returns the first result and starts nothing.
+    assert await manager.retry_run(first.run_id, request_id="r-1") == retried
+    await manager.wait_idle()
+    assert len(dispatcher.tasks) == 3
+    # Now the run succeeded: nothing to retry.
+    with pytest.raises(DomainError) as raised:
+        await manager.retry_run(first.run_id)
+    assert raised.value.code is ErrorCode.FAILED_PRECONDITION
+    assert raised.value.reason == "RUN_ALREADY_SUCCEEDED"
+
+
+async def test_retry_applies_the_retry_policy_afresh(store: Store) -> None:
+    name = await retrying_pipeline(store, "afresh", maxAttempts=2)
+    fail = True
+
+    def script(task: StageTask) -> list[TaskEvent]:
+        return unavailable() if fail or task.attempt < 4 else success(task.stage_id)
+
+    dispatcher = ScriptedDispatcher(script)
+    manager = RunManager(store, dispatcher)
+    run = await finished(manager, (await manager.start_run(name)).run_id)
+    assert (run.state, run.stages[0].attempt) == (RunState.FAILED, 2)
+    fail = False
+    await manager.retry_run(run.run_id)
+    # Attempt 3 fails retryably, and the policy (2 attempts) allows attempt 4.
+    run = await finished(manager, run.run_id)
+    assert (run.state, run.stages[0].attempt) == (RunState.SUCCEEDED, 4)
+    assert [t.attempt for t in dispatcher.tasks] == [1, 2, 3, 4]
+
+
+async def test_retry_of_cancelled_run_reruns_never_run_stages(store: Store) -> None:
+    dispatcher = ScriptedDispatcher(lambda task: success(task.stage_id))
+    manager = RunManager(store, dispatcher)
+    run_id = (await store.create_run(_queued_run("two"))).run_id
+    cancelled = await manager.cancel_run(run_id)
+    assert [s.attempt for s in cancelled.stages] == [0, 0]
+    await manager.retry_run(run_id)
+    states = [r.state async for r in manager.watch(run_id)]
+    assert states[-1] is RunState.SUCCEEDED
+    run = await finished(manager, run_id)
+    assert [(s.state, s.attempt) for s in run.stages] == [(StageState.SUCCEEDED, 1)] * 2
+
+
+async def test_retry_errors(store: Store) -> None:
+    gated = GatedDispatcher()
+    manager = RunManager(store, gated)
+    run_id = (await manager.start_run("one")).run_id
+    with pytest.raises(DomainError) as raised:
+        await manager.retry_run(run_id)
+    assert (raised.value.code, raised.value.reason) == (
+        ErrorCode.FAILED_PRECONDITION,
+        "RUN_NOT_FINISHED",
+    )
+    with pytest.raises(DomainError) as raised:
+        await manager.retry_run("0" * 32)
+    assert (raised.value.code, raised.value.reason) == (ErrorCode.NOT_FOUND, "RUN_NOT_FOUND")
+    with pytest.raises(DomainError) as raised:
+        await manager.retry_run("")
+    assert raised.value.code is ErrorCode.INVALID_ARGUMENT
+    await manager.cancel_run(run_id)
+    await manager.wait_idle()
+
+
+def _queued_run(pipeline: str) -> Run:
+    stages = [
+        StageRun("a_out", ("a_src", "a_big", "a_out")),
+        StageRun("b_out", ("b_src", "b_big", "b_out")),
+    ]
+    return Run(new_run_id(), pipeline, 1, RunState.QUEUED, utc_now(), stages)

@@ -126,6 +126,11 @@ class SchedulerClient:
         request = scheduler_service_pb2.CancelRunRequest(run_id=run_id, request_id=request_id)
         return self._stub.CancelRun(request, timeout=self.timeout).run
 
+    def retry_run(self, run_id: str, request_id: str = "") -> run_pb2.Run:
+        """Re-run a finished run's failed and never-run stages; returns it RUNNING."""
+        request = scheduler_service_pb2.RetryRunRequest(run_id=run_id, request_id=request_id)
+        return self._stub.RetryRun(request, timeout=self.timeout).run
+
     def list_connections(self) -> list[connection_pb2.Connection]:
         """The connections configured on the connector service (all pages)."""
         connections: list[connection_pb2.Connection] = []

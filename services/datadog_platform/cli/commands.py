@@ -83,6 +83,27 @@ def run_pipeline(
         emit([run.run_id])
         return ExitCode.OK
     emit([f"started run {run.run_id} of {run.pipeline} version {run.pipeline_version}"])
+    return _follow(client, run, wait_timeout)
+
+
+def retry_run(
+    client: SchedulerClient,
+    run_id: str,
+    request_id: str = "",
+    wait: bool = False,
+    wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+) -> ExitCode:
+    """Retry a finished run; with ``wait``, follow it as ``pipeline run --wait`` does."""
+    run = client.retry_run(run_id, request_id)
+    if not wait:
+        emit([f"run {run.run_id} {output.run_state_name(run.state)}"])
+        return ExitCode.OK
+    emit([f"retrying run {run.run_id} of {run.pipeline} version {run.pipeline_version}"])
+    return _follow(client, run, wait_timeout)
+
+
+def _follow(client: SchedulerClient, run: run_pb2.Run, wait_timeout: float) -> ExitCode:
+    """Follow ``run`` until it ends and print its result; 0 if it succeeded, else 1."""
     try:
         final = follow_run(client, run.run_id, wait_timeout)
     except KeyboardInterrupt:
@@ -151,6 +172,12 @@ def cmd_run_cancel(args: argparse.Namespace) -> ExitCode:
         run = client.cancel_run(args.run_id, args.request_id)
     emit([f"run {run.run_id} {output.run_state_name(run.state)}"])
     return ExitCode.OK
+
+
+def cmd_run_retry(args: argparse.Namespace) -> ExitCode:
+    """``run retry RUN_ID [--wait]``: re-runs the failed and never-run stages."""
+    with _client(args) as client:
+        return retry_run(client, args.run_id, args.request_id, args.wait, args.wait_timeout)
 
 
 def cmd_connector_list(args: argparse.Namespace) -> ExitCode:

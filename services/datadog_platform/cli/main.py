@@ -64,18 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(handler=commands.cmd_pipeline_get)
     run = pipeline_cmds.add_parser("run", help="start a run of a pipeline's latest version")
     run.add_argument("name")
-    run.add_argument("--wait", action="store_true", help="follow the run until it ends")
-    run.add_argument(
-        "--wait-timeout",
-        type=_positive_float,
-        default=commands.DEFAULT_WAIT_TIMEOUT,
-        metavar="SECONDS",
-        help="how long --wait follows the run (default 86400)",
-    )
+    _add_wait(run)
     _add_request_id(run)
     run.set_defaults(handler=commands.cmd_pipeline_run)
 
-    runs = areas.add_parser("run", help="list, inspect and cancel runs")
+    runs = areas.add_parser("run", help="list, inspect, cancel and retry runs")
     run_cmds = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     status = run_cmds.add_parser("status", help="show a run and each of its stages")
     status.add_argument("run_id", metavar="RUN_ID")
@@ -99,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("run_id", metavar="RUN_ID")
     _add_request_id(cancel)
     cancel.set_defaults(handler=commands.cmd_run_cancel)
+    retry = run_cmds.add_parser(
+        "retry", help="re-run the failed and never-run stages of a finished run"
+    )
+    retry.add_argument("run_id", metavar="RUN_ID")
+    _add_wait(retry)
+    _add_request_id(retry)
+    retry.set_defaults(handler=commands.cmd_run_retry)
 
     connector = areas.add_parser("connector", help="inspect connections")
     connector_cmds = connector.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
@@ -114,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_arguments(dev_parser)
     dev_parser.set_defaults(handler=dev.cmd_dev)
     return parser
+
+
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    parser.add_argument(
+        "--wait-timeout",
+        type=_positive_float,
+        default=commands.DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --wait follows the run (default 86400)",
+    )
 
 
 def _add_request_id(parser: argparse.ArgumentParser) -> None:

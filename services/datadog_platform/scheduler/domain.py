@@ -151,6 +151,42 @@ def run_already_finished(run: Run) -> DomainError:
     )
 
 
+def prepare_retry(run: Run) -> list[StageRun]:
+    """Put a finished, unsuccessful ``run`` back to RUNNING for RetryRun.
+
+    Its SUCCEEDED stages stay as they are; every other stage goes
+    back to PENDING, keeping its attempt count so that numbering continues.
+    Returns the stages changed. FAILED_PRECONDITION (RUN_NOT_FINISHED or
+    RUN_ALREADY_SUCCEEDED) when there is nothing to retry.
+    """
+    if not run.state.is_terminal:
+        raise failed_precondition(
+            RUN_NOT_FINISHED,
+            f'run "{run.run_id}" has not finished ({run.state.value}); only a finished run'
+            " can be retried",
+            run_id=run.run_id,
+            state=run.state.value,
+        )
+    if run.state is RunState.SUCCEEDED:
+        raise failed_precondition(
+            RUN_ALREADY_SUCCEEDED,
+            f'run "{run.run_id}" already succeeded; there is nothing to retry',
+            run_id=run.run_id,
+            state=run.state.value,
+        )
+    changed = [s for s in run.stages if s.state is not StageState.SUCCEEDED]
+    for stage in changed:
+        stage.state = StageState.PENDING
+        stage.start_time = stage.end_time = None
+        stage.metrics = TaskMetrics()
+        stage.outputs = ()
+        stage.error_reason = stage.error_message = ""
+    run.state = RunState.RUNNING
+    run.error_message = ""
+    run.end_time = None
+    return changed
+
+
 # --- dispatch protocol: what the run manager needs from an executor -------------------
 
 
@@ -208,6 +244,10 @@ PIPELINE_VERSION_NOT_FOUND = "PIPELINE_VERSION_NOT_FOUND"
 RUN_NOT_FOUND = "RUN_NOT_FOUND"
 #: CancelRun of a run that already reached a final state (FAILED_PRECONDITION).
 RUN_ALREADY_FINISHED = "RUN_ALREADY_FINISHED"
+#: RetryRun of a run still QUEUED or RUNNING (FAILED_PRECONDITION).
+RUN_NOT_FINISHED = "RUN_NOT_FINISHED"
+#: RetryRun of a run that succeeded (FAILED_PRECONDITION).
+RUN_ALREADY_SUCCEEDED = "RUN_ALREADY_SUCCEEDED"
 #: The connector service cannot be reached.
 CONNECTOR_UNAVAILABLE = "CONNECTOR_UNAVAILABLE"
 #: Stage failure: the executor service cannot be reached (or went away mid-task).

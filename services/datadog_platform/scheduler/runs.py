@@ -106,6 +106,9 @@ class _LiveRun:
     cancel_requested: bool = False
     #: The tasks driving its unfinished stages, to cancel them.
     stage_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Per stage, the attempts made before a RetryRun (its retry policy counts
+    #: attempts from there).
+    attempt_bases: dict[str, int] = field(default_factory=dict)
 
 
 class RunManager:
@@ -231,6 +234,29 @@ class RunManager:
             await self._store.record_cancel(key, self._clock())
         return run
 
+    async def retry_run(self, run_id: str, request_id: str = "") -> Run:
+        """Run a finished, unsuccessful run again in place; returns it RUNNING.
+
+        Its SUCCEEDED stages are kept (not re-run, outputs kept); the others go
+        back to PENDING and are driven again, attempt numbers continuing and their
+        retry policy applying afresh. NOT_FOUND for an unknown run;
+        FAILED_PRECONDITION RUN_NOT_FINISHED / RUN_ALREADY_SUCCEEDED. A retry with
+        the ``request_id`` of an earlier RetryRun returns what that one returned.
+        """
+        _require_run_id(run_id)
+        check_request_id(request_id)
+        key = IdempotencyKey("RetryRun", request_id, run_id) if request_id else None
+        # The store has every state change of a driven run, so it decides alone.
+        current = await self._store.get_run(run_id)  # NOT_FOUND for unknown runs
+        spec = await self._store.get_pipeline(current.pipeline, current.pipeline_version)
+        # Each stage's retry policy restarts from the attempts it has made so far.
+        bases = {s.stage_id: s.attempt for s in current.stages}
+        run, reset = await self._store.retry_run(run_id, self._clock(), key)
+        if reset:
+            log.info("run.retried", run_id=run_id, pipeline=run.pipeline)
+            self._launch(copy.deepcopy(run), spec, bases)
+        return run
+
     async def watch(self, run_id: str) -> AsyncIterator[Run]:
         """The run now, then after every change; ends after a terminal snapshot."""
         _require_run_id(run_id)
@@ -288,9 +314,12 @@ class RunManager:
 
     # --- driving ----------------------------------------------------------------------
 
-    def _launch(self, run: Run, spec: pipeline_pb2.Pipeline) -> None:
+    def _launch(
+        self, run: Run, spec: pipeline_pb2.Pipeline, attempt_bases: dict[str, int] | None = None
+    ) -> None:
         default_retry = spec.default_retry if spec.HasField("default_retry") else None
         live = _LiveRun(run, {s.name: s for s in spec.steps}, default_retry)
+        live.attempt_bases = dict(attempt_bases or {})
         self._live[run.run_id] = live
         driver = asyncio.create_task(self._drive(live), name=f"run-{run.run_id}")
         self._drivers.add(driver)
@@ -317,7 +346,9 @@ class RunManager:
             log.exception("run.driver_failed", run_id=run.run_id)
             await self._abandon(live)
         finally:
-            self._live.pop(run.run_id, None)
+            # A RetryRun may already have put a new driver of this run in its place.
+            if self._live.get(run.run_id) is live:
+                del self._live[run.run_id]
 
     async def _abandon(self, live: _LiveRun) -> None:
         """Fail a run whose driver broke (e.g. the store failed), so watchers end."""
@@ -338,6 +369,7 @@ class RunManager:
     async def _drive_stage(self, live: _LiveRun, stage: StageRun) -> None:
         run = live.run
         policy = stage_policy(stage.steps, live.steps, live.default_retry)
+        base = live.attempt_bases.get(stage.stage_id, 0)
 
         def queue() -> None:
             now = self._clock()
@@ -357,10 +389,11 @@ class RunManager:
             failure = await self._attempt(live, stage)
             if failure is None:
                 return
-            if not policy.should_retry(stage.attempt, failure.reason, failure.retryable):
+            attempt = stage.attempt - base
+            if not policy.should_retry(attempt, failure.reason, failure.retryable):
                 await self._fail(live, stage, failure.reason, failure.message, failure.metrics)
                 return
-            await self._schedule_retry(live, stage, policy, failure)
+            await self._schedule_retry(live, stage, policy, failure, attempt)
 
     async def _attempt(self, live: _LiveRun, stage: StageRun) -> _Failure | None:
         """Run the stage's current attempt; its failure, or None once it succeeded."""
@@ -388,7 +421,12 @@ class RunManager:
             )
 
     async def _schedule_retry(
-        self, live: _LiveRun, stage: StageRun, policy: RetryPolicy, failure: _Failure
+        self,
+        live: _LiveRun,
+        stage: StageRun,
+        policy: RetryPolicy,
+        failure: _Failure,
+        attempt: int,
     ) -> None:
         """Record the failed attempt, back to QUEUED, and sleep the backoff."""
 
@@ -401,7 +439,7 @@ class RunManager:
                 stage.metrics = failure.metrics
 
         await self._change(live, stage, requeue)
-        delay = backoff_delay(policy, stage.attempt, self._uniform)
+        delay = backoff_delay(policy, attempt, self._uniform)
         log.warning(
             "stage.retry_scheduled",
             run_id=live.run.run_id,

@@ -90,6 +90,12 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         run = await self._runs.cancel_run(request.run_id, request.request_id)
         return pb.CancelRunResponse(run=run_pb(run))
 
+    async def RetryRun(
+        self, request: pb.RetryRunRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryRunResponse:
+        run = await self._runs.retry_run(request.run_id, request.request_id)
+        return pb.RetryRunResponse(run=run_pb(run))
+
     async def ListConnections(
         self, request: pb.ListConnectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConnectionsResponse:

@@ -42,6 +42,7 @@ from datadog_platform.scheduler.domain import (
     StageState,
     TaskMetrics,
     mark_cancelled,
+    prepare_retry,
     run_already_finished,
 )
 
@@ -432,6 +433,25 @@ class Store:
         """Whether a CancelRun with this request_id (and run) already succeeded."""
         async with self._lock:
             return await self._recorded_response(self._db, idempotency) is not None
+
+    async def retry_run(
+        self, run_id: str, now: datetime, idempotency: IdempotencyKey | None = None
+    ) -> tuple[Run, bool]:
+        """Put a finished, unsuccessful run back to RUNNING (see ``prepare_retry``).
+
+        The run and its reset stages commit in one transaction. Returns the run and
+        whether it was reset now; with an idempotency key seen before, changes
+        nothing and returns the run as the first request returned it (and False).
+        """
+        async with self._transaction() as db:
+            recorded = await self._recorded_response(db, idempotency)
+            if recorded is not None:
+                return run_from_json(recorded["run"]), False
+            run = await self._one_run(run_id)
+            changed = prepare_retry(run)
+            await self._update_run(db, run, changed)
+            await self._record_response(db, idempotency, {"run": run_to_json(run)}, now)
+            return run, True
 
     async def _one_run(self, run_id: str) -> Run:
         runs = await self._runs("WHERE run_id = ?", (run_id,))

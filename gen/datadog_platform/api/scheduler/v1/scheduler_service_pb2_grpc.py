@@ -76,6 +76,11 @@ class SchedulerServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
                 _registered_method=True)
+        self.RetryRun = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/RetryRun',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunResponse.FromString,
+                _registered_method=True)
         self.ListConnections = channel.unary_unary(
                 '/datadog_platform.api.scheduler.v1.SchedulerService/ListConnections',
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsRequest.SerializeToString,
@@ -148,6 +153,17 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryRun(self, request, context):
+        """RetryRun runs a finished run again, in place (same run_id and pipeline
+        version): its SUCCEEDED stages are kept as they are, the others go back to
+        PENDING and run again with their attempt numbers continuing. A run not yet
+        finished fails with FAILED_PRECONDITION (RUN_NOT_FINISHED), a SUCCEEDED one
+        with FAILED_PRECONDITION (RUN_ALREADY_SUCCEEDED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConnections(self, request, context):
         """ListConnections lists the connections configured on the connector service,
         without their secrets.
@@ -198,6 +214,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelRun,
                     request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RetryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRun,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunResponse.SerializeToString,
             ),
             'ListConnections': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConnections,
@@ -423,6 +444,33 @@ class SchedulerService:
             '/datadog_platform.api.scheduler.v1.SchedulerService/CancelRun',
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunRequest.SerializeToString,
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/RetryRun',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.RetryRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
