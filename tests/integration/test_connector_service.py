@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from arrow_streams import table_of
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -91,12 +92,7 @@ async def _read(
         )
     )
     frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    assert frames[0].WhichOneof("frame") == "schema"
-    assert frames[-1].WhichOneof("frame") == "complete"
-    schema = decode_schema(frames[0].schema)
-    batches = [decode_batch(f.record_batch, schema) for f in frames[1:-1]]
-    assert all(f.WhichOneof("frame") == "record_batch" for f in frames[1:-1])
-    return pa.Table.from_batches(batches, schema=schema), frames
+    return table_of(frames), frames
 
 
 async def _read_error(stub: pb_grpc.ConnectorServiceStub, path: str, **kwargs) -> RpcErrorDetails:
@@ -666,13 +662,7 @@ async def _read_source(
 ) -> pa.Table:
     request = pb.ReadRequest(source=source, ticket=ticket, columns=list(columns))
     frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    assert frames[0].WhichOneof("frame") == "schema"
-    assert frames[-1].WhichOneof("frame") == "complete"
-    schema = decode_schema(frames[0].schema)
-    batches = [decode_batch(f.record_batch, schema) for f in frames[1:-1]]
-    table = pa.Table.from_batches(batches, schema=schema)
-    assert frames[-1].complete.total_rows == table.num_rows
-    return table
+    return table_of(frames)
 
 
 async def _rpc_error(call: Awaitable[Any]) -> RpcErrorDetails:

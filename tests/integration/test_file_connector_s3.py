@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+from arrow_streams import table_of
 from moto.server import ThreadedMotoServer
 
 from datadog_platform.api.common.v1 import predicate_pb2, step_pb2
@@ -27,7 +28,6 @@ from datadog_platform.api.connector.v1 import connector_service_pb2_grpc as pb_g
 from datadog_platform.connector.app import build_server, parse_config
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
-    decode_batch,
     decode_schema,
     encode_batch,
     encode_schema,
@@ -160,11 +160,7 @@ async def _read(
 ) -> pa.Table:
     request = pb.ReadRequest(source=source, ticket=ticket, columns=columns, predicate=predicate)
     frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    schema = decode_schema(frames[0].schema)
-    assert frames[-1].WhichOneof("frame") == "complete"
-    return pa.Table.from_batches(
-        [decode_batch(f.record_batch, schema) for f in frames[1:-1]], schema=schema
-    )
+    return table_of(frames)
 
 
 async def test_parquet_round_trip_with_splits_and_pushdown(

@@ -18,6 +18,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from arrow_streams import table_of
 from service_process import ServiceProcess, connector_process
 
 from datadog_platform.api.common.v1 import step_pb2
@@ -26,8 +27,6 @@ from datadog_platform.api.connector.v1 import connector_service_pb2_grpc as pb_g
 from datadog_platform.connector.files import is_temp_name
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
-    decode_batch,
-    decode_schema,
     encode_batch,
     encode_schema,
 )
@@ -129,9 +128,7 @@ async def _read(address: str, path: str) -> pa.Table:
     async with insecure_channel(address) as channel:
         stub = pb_grpc.ConnectorServiceStub(channel)
         frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    schema = decode_schema(frames[0].schema)
-    batches = [decode_batch(f.record_batch, schema) for f in frames[1:-1]]
-    return pa.Table.from_batches(batches, schema=schema)
+    return table_of(frames)
 
 
 def _names(directory: Path) -> list[str]:

@@ -21,6 +21,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from arrow_streams import table_of
 
 from datadog_platform.api.common.v1 import predicate_pb2, step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
@@ -30,7 +31,6 @@ from datadog_platform.connector.base import ReadScope, WriteOutcome
 from datadog_platform.connector.postgres import POSTGRES_CONNECTOR_TYPE, PostgresConnection
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
-    decode_batch,
     decode_schema,
     encode_batch,
     encode_schema,
@@ -915,10 +915,7 @@ async def _grpc_read(
 ) -> pa.Table:
     request = pb.ReadRequest(source=source, ticket=ticket)
     frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    schema = decode_schema(frames[0].schema)
-    batches = [decode_batch(f.record_batch, schema) for f in frames[1:-1]]
-    assert frames[-1].complete.total_rows == sum(b.num_rows for b in batches)
-    return pa.Table.from_batches(batches, schema=schema)
+    return table_of(frames)
 
 
 async def _grpc_write(

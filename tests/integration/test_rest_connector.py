@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 import pytest
+from arrow_streams import table_of
 from rest_server import API_KEY, ITEMS, NESTED, PASSWORD, TOKEN, USERNAME, RestApi, RestServer
 from yarl import URL
 
@@ -39,7 +40,6 @@ from datadog_platform.connector.rest_http import (
 from datadog_platform.connector.rest_records import batch_to_records
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
-    decode_batch,
     decode_schema,
     encode_batch,
     encode_schema,
@@ -753,11 +753,7 @@ async def grpc_read(
     stub: pb_grpc.ConnectorServiceStub, request: pb.ReadRequest
 ) -> tuple[pa.Table, pb.ReadResponse]:
     frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
-    assert frames[0].WhichOneof("frame") == "schema"
-    assert frames[-1].WhichOneof("frame") == "complete"
-    schema = decode_schema(frames[0].schema)
-    batches = [decode_batch(f.record_batch, schema) for f in frames[1:-1]]
-    return pa.Table.from_batches(batches, schema=schema), frames[-1]
+    return table_of(frames), frames[-1]
 
 
 async def grpc_read_error(
