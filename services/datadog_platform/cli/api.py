@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import TypeVar
 
 import grpc
 
@@ -18,6 +19,7 @@ from datadog_platform.core.server import CHANNEL_OPTIONS
 
 # Larger pages mean fewer round trips for listings; the server caps them anyway.
 _PAGE_SIZE = 1000
+T = TypeVar("T")
 
 
 class SchedulerClient:
@@ -66,18 +68,13 @@ class SchedulerClient:
 
     def list_pipelines(self) -> list[pipeline_pb2.Pipeline]:
         """The latest version of every pipeline, by name (all pages)."""
-        pipelines: list[pipeline_pb2.Pipeline] = []
-        token = ""
-        while True:
-            request = scheduler_service_pb2.ListPipelinesRequest(
-                page_size=_PAGE_SIZE, page_token=token
-            )
+
+        def page(token: str, size: int) -> tuple[Sequence[pipeline_pb2.Pipeline], str]:
+            request = scheduler_service_pb2.ListPipelinesRequest(page_size=size, page_token=token)
             response = self._stub.ListPipelines(request, timeout=self.timeout)
-            pipelines.extend(response.pipelines)
-            # A server that repeats a token would otherwise loop forever.
-            if not response.next_page_token or response.next_page_token == token:
-                return pipelines
-            token = response.next_page_token
+            return response.pipelines, response.next_page_token
+
+        return _collect(page)
 
     def run_pipeline(self, name: str, request_id: str = "") -> run_pb2.Run:
         """Start a run of the latest version of a pipeline."""
@@ -106,20 +103,15 @@ class SchedulerClient:
         self, pipeline: str = "", states: Sequence[int] = (), limit: int = 0
     ) -> list[run_pb2.Run]:
         """Runs, newest first, filtered by pipeline and states; all pages unless ``limit``."""
-        runs: list[run_pb2.Run] = []
-        token = ""
-        while True:
-            size = min(limit - len(runs), _PAGE_SIZE) if limit else _PAGE_SIZE
+
+        def page(token: str, size: int) -> tuple[Sequence[run_pb2.Run], str]:
             request = scheduler_service_pb2.ListRunsRequest(
                 pipeline=pipeline, states=states, page_size=size, page_token=token
             )
             response = self._stub.ListRuns(request, timeout=self.timeout)
-            runs.extend(response.runs)
-            if (limit and len(runs) >= limit) or not response.next_page_token:
-                return runs
-            if response.next_page_token == token:
-                return runs
-            token = response.next_page_token
+            return response.runs, response.next_page_token
+
+        return _collect(page, limit)
 
     def cancel_run(self, run_id: str, request_id: str = "") -> run_pb2.Run:
         """Cancel a run; returns it in its final state."""
@@ -133,14 +125,24 @@ class SchedulerClient:
 
     def list_connections(self) -> list[connection_pb2.Connection]:
         """The connections configured on the connector service (all pages)."""
-        connections: list[connection_pb2.Connection] = []
-        token = ""
-        while True:
-            request = scheduler_service_pb2.ListConnectionsRequest(
-                page_size=_PAGE_SIZE, page_token=token
-            )
+
+        def page(token: str, size: int) -> tuple[Sequence[connection_pb2.Connection], str]:
+            request = scheduler_service_pb2.ListConnectionsRequest(page_size=size, page_token=token)
             response = self._stub.ListConnections(request, timeout=self.timeout)
-            connections.extend(response.connections)
-            if not response.next_page_token or response.next_page_token == token:
-                return connections
-            token = response.next_page_token
+            return response.connections, response.next_page_token
+
+        return _collect(page)
+
+
+def _collect(fetch: Callable[[str, int], tuple[Sequence[T], str]], limit: int = 0) -> list[T]:
+    """Every item of a paged list RPC (at most ``limit`` when set), page by page."""
+    items: list[T] = []
+    token = ""
+    while True:
+        size = min(limit - len(items), _PAGE_SIZE) if limit else _PAGE_SIZE
+        page, next_token = fetch(token, size)
+        items.extend(page)
+        # A server that repeats a token would otherwise loop forever.
+        if (limit and len(items) >= limit) or not next_token or next_token == token:
+            return items
+        token = next_token
