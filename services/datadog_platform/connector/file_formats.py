@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
+from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
 
 _DEFAULT_PARQUET_BATCH_ROWS = 65_536
 
@@ -79,17 +80,11 @@ COMPRESSION_OF_PROTO: dict[int, Compression | None] = {
     step_pb2.FILE_COMPRESSION_SNAPPY: Compression.SNAPPY,
 }
 FORMAT_EXTENSIONS: dict[str, FileFormat] = {
-    ".csv": FileFormat.CSV,
-    ".parquet": FileFormat.PARQUET,
-    ".pq": FileFormat.PARQUET,
-    ".json": FileFormat.JSON,
-    ".ndjson": FileFormat.NDJSON,
-    ".jsonl": FileFormat.NDJSON,
-    ".arrow": FileFormat.ARROW,
+    **{ext: FORMAT_OF_PROTO[fmt] for ext, fmt in FORMAT_BY_EXTENSION.items()},
+    ".arrow": FileFormat.ARROW,  # the artifact store's own format; not a pipeline format
 }
 COMPRESSION_EXTENSIONS: dict[str, Compression] = {
-    ".gz": Compression.GZIP,
-    ".zst": Compression.ZSTD,
+    ext: COMPRESSION_OF_PROTO[codec] for ext, codec in COMPRESSION_BY_EXTENSION.items()
 }
 EXTENSION_OF_FORMAT = {
     FileFormat.CSV: ".csv",

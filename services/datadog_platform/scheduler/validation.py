@@ -18,6 +18,7 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.expressions import predicate_problem
+from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
 from datadog_platform.scheduler.domain import INVALID_PIPELINE_SPEC, INVALID_REQUEST
 from datadog_platform.scheduler.retry import MAX_ATTEMPTS_LIMIT
 
@@ -30,20 +31,6 @@ MAX_TAG_CHARS = 64
 MAX_LABEL_VALUE_CHARS = 256
 MAX_REQUEST_ID_CHARS = 128
 
-FORMAT_BY_EXTENSION = {
-    ".csv": step_pb2.FILE_FORMAT_CSV,
-    ".parquet": step_pb2.FILE_FORMAT_PARQUET,
-    ".pq": step_pb2.FILE_FORMAT_PARQUET,
-    ".json": step_pb2.FILE_FORMAT_JSON,
-    ".ndjson": step_pb2.FILE_FORMAT_NDJSON,
-    ".jsonl": step_pb2.FILE_FORMAT_NDJSON,
-}
-# A codec suffix after a text format's extension ("orders.csv.gz"); Parquet compresses
-# inside the file, so "x.parquet.gz" is not a Parquet file.
-COMPRESSION_BY_SUFFIX = {
-    ".gz": step_pb2.FILE_COMPRESSION_GZIP,
-    ".zst": step_pb2.FILE_COMPRESSION_ZSTD,
-}
 _TEXT_FORMATS = frozenset(
     {step_pb2.FILE_FORMAT_CSV, step_pb2.FILE_FORMAT_JSON, step_pb2.FILE_FORMAT_NDJSON}
 )
@@ -360,7 +347,7 @@ def _format_violations(path: str, file_path: str, file_format: int) -> list[Fiel
                 f"{path}.format",
                 "is unspecified and cannot be inferred from the extension "
                 f"(known: {', '.join(FORMAT_BY_EXTENSION)}, optionally followed by "
-                f"{' or '.join(COMPRESSION_BY_SUFFIX)} for text formats)",
+                f"{' or '.join(COMPRESSION_BY_EXTENSION)} for text formats)",
             )
         ]
     return []
@@ -434,10 +421,11 @@ def _is_glob(file_path: str) -> bool:
 def infer_format(file_path: str) -> int:
     """The file format implied by ``file_path``'s extension (``.csv.gz`` too), or UNSPECIFIED."""
     pure = PurePosixPath(file_path.lower())
-    if pure.suffix in COMPRESSION_BY_SUFFIX:
+    if pure.suffix in COMPRESSION_BY_EXTENSION:
         inner = FORMAT_BY_EXTENSION.get(
             pure.with_suffix("").suffix, step_pb2.FILE_FORMAT_UNSPECIFIED
         )
+        # Parquet compresses inside the file, so "x.parquet.gz" is not a Parquet file.
         return inner if inner in _TEXT_FORMATS else step_pb2.FILE_FORMAT_UNSPECIFIED
     return FORMAT_BY_EXTENSION.get(pure.suffix, step_pb2.FILE_FORMAT_UNSPECIFIED)
 
@@ -445,7 +433,7 @@ def infer_format(file_path: str) -> int:
 def infer_compression(file_path: str) -> int:
     """The codec implied by a ``.gz``/``.zst`` suffix, or UNSPECIFIED."""
     suffix = PurePosixPath(file_path.lower()).suffix
-    return COMPRESSION_BY_SUFFIX.get(suffix, step_pb2.FILE_COMPRESSION_UNSPECIFIED)
+    return COMPRESSION_BY_EXTENSION.get(suffix, step_pb2.FILE_COMPRESSION_UNSPECIFIED)
 
 
 # --- databases ---------------------------------------------------------------------------
