@@ -27,13 +27,12 @@ from datadog_platform.connector.base import (
 from datadog_platform.connector.config import (
     ConnectorConfig,
     LiveConfig,
-    decode_page_token,
-    encode_page_token,
     load_config,
     parse_config,
 )
 from datadog_platform.connector.registry import ConnectorRegistry
 from datadog_platform.core.errors import DomainError, ErrorCode
+from datadog_platform.core.page_tokens import decode_page_token, encode_page_token
 from datadog_platform.core.redaction import MASK, redact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -433,9 +432,19 @@ def test_paging_walks_all_connections_in_name_order(registry: ConnectorRegistry)
 
 
 def test_page_token_round_trip_and_garbage() -> None:
-    assert decode_page_token(encode_page_token("local")) == "local"
-    for garbage in ["garbage!", "bG9jYWw=", "%%%", encode_page_token("")]:
-        error = _error(lambda garbage=garbage: decode_page_token(garbage))
+    assert (
+        decode_page_token(encode_page_token("ListConnections", "local"), "ListConnections")
+        == "local"
+    )
+    other_list = encode_page_token("ListRuns", "local")
+    for garbage in [
+        "garbage!",
+        "bG9jYWw=",
+        "%%%",
+        encode_page_token("ListConnections", ""),
+        other_list,
+    ]:
+        error = _error(lambda garbage=garbage: decode_page_token(garbage, "ListConnections"))
         assert error.reason == "INVALID_PAGE_TOKEN"
 
 

@@ -48,8 +48,6 @@ Error reasons raised by this module:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 import json
@@ -68,6 +66,7 @@ from datadog_platform.connector.base import Connection, OptionSpec
 from datadog_platform.connector.registry import ConnectorRegistry, RegisteredType, default_registry
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument, not_found
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.page_tokens import decode_page_token, encode_page_token
 from datadog_platform.core.redaction import redact, register_secret
 
 DEFAULT_CONNECTION = "local"
@@ -79,8 +78,6 @@ RELOAD_INTERVAL_SECONDS = 2.0
 ENTRY_KEYS = ("type", "description")
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
-# Tokens carry a prefix so that random base64 is rejected rather than taken for a name.
-_TOKEN_PREFIX = "after:"
 _REFERENCE = re.compile(r"\$\$\{|\$\{(?P<kind>[a-z]+):(?P<arg>[^}]*)\}")
 # Nested keys whose values are secrets whatever the option (auth: {token: ...}).
 _SECRET_KEY = re.compile(
@@ -261,13 +258,13 @@ class ConnectorConfig:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
         names = list(self.connections)
         if page_token:
-            after = decode_page_token(page_token)
+            after = decode_page_token(page_token, "ListConnections")
             names = [n for n in names if n > after]
         page = names[:size]
         more = len(names) > size
         return ConnectionPage(
             [self.connections[n] for n in page],
-            encode_page_token(page[-1]) if more else "",
+            encode_page_token("ListConnections", page[-1]) if more else "",
         )
 
     async def close(self) -> None:
@@ -294,26 +291,6 @@ async def close_quietly(connection: Connection) -> None:
 
 
 # --------------------------------------------------------------------------- page tokens
-
-
-def encode_page_token(last_name: str) -> str:
-    """An opaque token that continues a listing after ``last_name``."""
-    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{last_name}".encode()).decode("ascii")
-
-
-def decode_page_token(token: str) -> str:
-    """The name a token continues after; INVALID_PAGE_TOKEN if it is not one of ours."""
-    try:
-        text = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode()
-    except (ValueError, binascii.Error, UnicodeError):
-        text = ""
-    if not text.startswith(_TOKEN_PREFIX) or len(text) == len(_TOKEN_PREFIX):
-        raise invalid_argument(
-            "INVALID_PAGE_TOKEN",
-            "page_token is not a token returned by ListConnections",
-            [FieldViolation("page_token", "not a next_page_token from a previous response")],
-        )
-    return text[len(_TOKEN_PREFIX) :]
 
 
 # --------------------------------------------------------------------------- loading

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Callable
 from datetime import datetime
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
+from datadog_platform.core.page_tokens import decode_page_token, encode_page_token
 from datadog_platform.scheduler.domain import (
     INVALID_PAGE_SIZE,
-    INVALID_PAGE_TOKEN,
     INVALID_REQUEST,
     RegisteredPipeline,
     utc_now,
@@ -24,7 +21,6 @@ from datadog_platform.scheduler.validation import check_pipeline, check_request_
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
-_TOKEN_VERSION = 1
 
 
 class PipelineRegistry:
@@ -75,29 +71,9 @@ class PipelineRegistry:
                 [FieldViolation("page_size", "must not be negative")],
             )
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = _decode_token(page_token) if page_token else ""
+        after = decode_page_token(page_token, "ListPipelines") if page_token else ""
         # One extra row tells whether another page follows without a second query.
         rows = await self._store.list_pipelines(size + 1, after)
         page = rows[:size]
-        next_token = _encode_token(page[-1].name) if len(rows) > size else ""
+        next_token = encode_page_token("ListPipelines", page[-1].name) if len(rows) > size else ""
         return page, next_token
-
-
-def _encode_token(after: str) -> str:
-    raw = json.dumps({"v": _TOKEN_VERSION, "after": after}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        data = json.loads(raw)
-        if data["v"] == _TOKEN_VERSION and isinstance(data["after"], str):
-            return data["after"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
-        pass
-    raise invalid_argument(
-        INVALID_PAGE_TOKEN,
-        "page_token is not a token from a previous ListPipelines response",
-        [FieldViolation("page_token", "is not a token from a previous response")],
-    )

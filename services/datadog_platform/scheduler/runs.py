@@ -28,10 +28,7 @@ dispatches the next attempt.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import copy
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -42,9 +39,9 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.page_tokens import decode_page_token, encode_page_token
 from datadog_platform.scheduler.domain import (
     INVALID_PAGE_SIZE,
-    INVALID_PAGE_TOKEN,
     INVALID_REQUEST,
     STAGE_INCOMPLETE,
     STAGE_INTERNAL_ERROR,
@@ -184,13 +181,13 @@ class RunManager:
                 [FieldViolation("page_size", "must not be negative")],
             )
         size = min(page_size or DEFAULT_RUNS_PAGE_SIZE, MAX_RUNS_PAGE_SIZE)
-        before = _decode_runs_token(page_token) if page_token else ""
+        before = decode_page_token(page_token, "ListRuns") if page_token else ""
         # One extra row tells whether another page follows without a second query.
         rows = await self._store.list_runs(
             size + 1, pipeline=pipeline, states=states, before=before
         )
         page = rows[:size]
-        next_token = _encode_runs_token(page[-1].run_id) if len(rows) > size else ""
+        next_token = encode_page_token("ListRuns", page[-1].run_id) if len(rows) > size else ""
         # Runs driven here carry live progress the store only has at intervals.
         for index, run in enumerate(page):
             live = self._live.get(run.run_id)
@@ -578,25 +575,6 @@ class RunManager:
                 await self._store.update_run(live.run, [stage] if stage else [])
             live.version += 1
             live.changed.notify_all()
-
-
-def _encode_runs_token(before: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": before}).encode()).decode().rstrip("=")
-
-
-def _decode_runs_token(token: str) -> str:
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        before = json.loads(raw)["before"]
-        if isinstance(before, str) and before:
-            return before
-    except (ValueError, TypeError, KeyError, binascii.Error):
-        pass
-    raise invalid_argument(
-        INVALID_PAGE_TOKEN,
-        "page_token is not a token from a previous ListRuns response",
-        [FieldViolation("page_token", "is not a token from a previous response")],
-    )
 
 
 def _require_run_id(run_id: str) -> None:
