@@ -23,9 +23,10 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)datadog_platform/api/common/v1/step.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\x1a\x1egoogle/protobuf/duration.proto\"j\n\nFileSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06\x66ormat\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.FileFormat\"B\n\x0e\x44\x61tabaseSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\"y\n\x14PageNumberPagination\x12\x12\n\npage_param\x18\x01 \x01(\t\x12\x17\n\nfirst_page\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nsize_param\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x03\x42\r\n\x0b_first_page\"L\n\x10OffsetPagination\x12\x14\n\x0coffset_param\x18\x01 \x01(\t\x12\x13\n\x0blimit_param\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\"=\n\x10\x43ursorPagination\x12\x14\n\x0c\x63ursor_param\x18\x01 \x01(\t\x12\x13\n\x0b\x63ursor_path\x18\x02 \x01(\t\"\x16\n\x14LinkHeaderPagination\"\xcd\x02\n\x0eRestPagination\x12\x11\n\tmax_pages\x18\x01 \x01(\x03\x12K\n\x0bpage_number\x18\x02 \x01(\x0b\x32\x34.datadog_platform.api.common.v1.PageNumberPaginationH\x00\x12\x42\n\x06offset\x18\x03 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.OffsetPaginationH\x00\x12\x42\n\x06\x63ursor\x18\x04 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.CursorPaginationH\x00\x12K\n\x0blink_header\x18\x05 \x01(\x0b\x32\x34.datadog_platform.api.common.v1.LinkHeaderPaginationH\x00\x42\x06\n\x04kind\"\xc0\x03\n\nRestSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06method\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.HttpMethod\x12\x44\n\x05query\x18\x04 \x03(\x0b\x32\x35.datadog_platform.api.common.v1.RestSource.QueryEntry\x12H\n\x07headers\x18\x05 \x03(\x0b\x32\x37.datadog_platform.api.common.v1.RestSource.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12\x14\n\x0crecords_path\x18\x07 \x01(\t\x12\x42\n\npagination\x18\x08 \x01(\x0b\x32..datadog_platform.api.common.v1.RestPagination\x1a,\n\nQueryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0e\x41rtifactSource\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x94\x02\n\nSourceSpec\x12:\n\x04\x66ile\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.FileSourceH\x00\x12\x42\n\x08\x64\x61tabase\x18\x02 \x01(\x0b\x32..datadog_platform.api.common.v1.DatabaseSourceH\x00\x12:\n\x04rest\x18\x03 \x01(\x0b\x32*.datadog_platform.api.common.v1.RestSourceH\x00\x12\x42\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32..datadog_platform.api.common.v1.ArtifactSourceH\x00\x42\x06\n\x04kind\"$\n\x0f\x46ilterTransform\x12\x11\n\tpredicate\x18\x01 \x01(\t\"Z\n\rTransformSpec\x12\x41\n\x06\x66ilter\x18\x01 \x01(\x0b\x32/.datadog_platform.api.common.v1.FilterTransformH\x00\x42\x06\n\x04kind\"\xfd\x01\n\x08\x46ileSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06\x66ormat\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.FileFormat\x12\x37\n\x04mode\x18\x04 \x01(\x0e\x32).datadog_platform.api.common.v1.WriteMode\x12\x14\n\x0cpartition_by\x18\x05 \x03(\t\x12\x44\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32/.datadog_platform.api.common.v1.FileCompression\"\x7f\n\x0c\x44\x61tabaseSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x37\n\x04mode\x18\x03 \x01(\x0e\x32).datadog_platform.api.common.v1.WriteMode\x12\x13\n\x0bkey_columns\x18\x04 \x03(\t\"\xf4\x01\n\x08RestSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06method\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.HttpMethod\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x46\n\x07headers\x18\x05 \x03(\x0b\x32\x35.datadog_platform.api.common.v1.RestSink.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x0c\x41rtifactSink\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x8a\x02\n\x08SinkSpec\x12\x38\n\x04\x66ile\x18\x01 \x01(\x0b\x32(.datadog_platform.api.common.v1.FileSinkH\x00\x12@\n\x08\x64\x61tabase\x18\x02 \x01(\x0b\x32,.datadog_platform.api.common.v1.DatabaseSinkH\x00\x12\x38\n\x04rest\x18\x03 \x01(\x0b\x32(.datadog_platform.api.common.v1.RestSinkH\x00\x12@\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32,.datadog_platform.api.common.v1.ArtifactSinkH\x00\x42\x06\n\x04kind\"\xa4\x02\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12<\n\x06source\x18\x03 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpecH\x00\x12\x42\n\ttransform\x18\x04 \x01(\x0b\x32-.datadog_platform.api.common.v1.TransformSpecH\x00\x12\x38\n\x04sink\x18\x05 \x01(\x0b\x32(.datadog_platform.api.common.v1.SinkSpecH\x00\x12:\n\x05retry\x18\x06 \x01(\x0b\x32+.datadog_platform.api.common.v1.RetryPolicyB\x06\n\x04kind\"\xbf\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12retry_all_failures\x18\x05 \x01(\x08*\x85\x01\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x01\x12\x17\n\x13\x46ILE_FORMAT_PARQUET\x10\x02\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x03\x12\x16\n\x12\x46ILE_FORMAT_NDJSON\x10\x04*\xa1\x01\n\x0f\x46ileCompression\x12 \n\x1c\x46ILE_COMPRESSION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46ILE_COMPRESSION_NONE\x10\x01\x12\x19\n\x15\x46ILE_COMPRESSION_GZIP\x10\x02\x12\x19\n\x15\x46ILE_COMPRESSION_ZSTD\x10\x03\x12\x1b\n\x17\x46ILE_COMPRESSION_SNAPPY\x10\x04*\x81\x01\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x03\x12\x16\n\x12HTTP_METHOD_DELETE\x10\x04*o\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14WRITE_MODE_OVERWRITE\x10\x01\x12\x15\n\x11WRITE_MODE_APPEND\x10\x02\x12\x15\n\x11WRITE_MODE_UPSERT\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)datadog_platform/api/common/v1/step.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\"j\n\nFileSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06\x66ormat\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.FileFormat\"B\n\x0e\x44\x61tabaseSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\"y\n\x14PageNumberPagination\x12\x12\n\npage_param\x18\x01 \x01(\t\x12\x17\n\nfirst_page\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\nsize_param\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x03\x42\r\n\x0b_first_page\"L\n\x10OffsetPagination\x12\x14\n\x0coffset_param\x18\x01 \x01(\t\x12\x13\n\x0blimit_param\x18\x02 \x01(\t\x12\r\n\x05limit\x18\x03 \x01(\x03\"=\n\x10\x43ursorPagination\x12\x14\n\x0c\x63ursor_param\x18\x01 \x01(\t\x12\x13\n\x0b\x63ursor_path\x18\x02 \x01(\t\"\x16\n\x14LinkHeaderPagination\"\xcd\x02\n\x0eRestPagination\x12\x11\n\tmax_pages\x18\x01 \x01(\x03\x12K\n\x0bpage_number\x18\x02 \x01(\x0b\x32\x34.datadog_platform.api.common.v1.PageNumberPaginationH\x00\x12\x42\n\x06offset\x18\x03 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.OffsetPaginationH\x00\x12\x42\n\x06\x63ursor\x18\x04 \x01(\x0b\x32\x30.datadog_platform.api.common.v1.CursorPaginationH\x00\x12K\n\x0blink_header\x18\x05 \x01(\x0b\x32\x34.datadog_platform.api.common.v1.LinkHeaderPaginationH\x00\x42\x06\n\x04kind\"\xc0\x03\n\nRestSource\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06method\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.HttpMethod\x12\x44\n\x05query\x18\x04 \x03(\x0b\x32\x35.datadog_platform.api.common.v1.RestSource.QueryEntry\x12H\n\x07headers\x18\x05 \x03(\x0b\x32\x37.datadog_platform.api.common.v1.RestSource.HeadersEntry\x12\x0c\n\x04\x62ody\x18\x06 \x01(\t\x12\x14\n\x0crecords_path\x18\x07 \x01(\t\x12\x42\n\npagination\x18\x08 \x01(\x0b\x32..datadog_platform.api.common.v1.RestPagination\x1a,\n\nQueryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1d\n\x0e\x41rtifactSource\x12\x0b\n\x03key\x18\x01 \x01(\t\"5\n\x0cInlineSource\x12%\n\x04rows\x18\x01 \x03(\x0b\x32\x17.google.protobuf.Struct\"\xd4\x02\n\nSourceSpec\x12:\n\x04\x66ile\x18\x01 \x01(\x0b\x32*.datadog_platform.api.common.v1.FileSourceH\x00\x12\x42\n\x08\x64\x61tabase\x18\x02 \x01(\x0b\x32..datadog_platform.api.common.v1.DatabaseSourceH\x00\x12:\n\x04rest\x18\x03 \x01(\x0b\x32*.datadog_platform.api.common.v1.RestSourceH\x00\x12\x42\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32..datadog_platform.api.common.v1.ArtifactSourceH\x00\x12>\n\x06inline\x18\x05 \x01(\x0b\x32,.datadog_platform.api.common.v1.InlineSourceH\x00\x42\x06\n\x04kind\"$\n\x0f\x46ilterTransform\x12\x11\n\tpredicate\x18\x01 \x01(\t\"Z\n\rTransformSpec\x12\x41\n\x06\x66ilter\x18\x01 \x01(\x0b\x32/.datadog_platform.api.common.v1.FilterTransformH\x00\x42\x06\n\x04kind\"\xfd\x01\n\x08\x46ileSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06\x66ormat\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.FileFormat\x12\x37\n\x04mode\x18\x04 \x01(\x0e\x32).datadog_platform.api.common.v1.WriteMode\x12\x14\n\x0cpartition_by\x18\x05 \x03(\t\x12\x44\n\x0b\x63ompression\x18\x06 \x01(\x0e\x32/.datadog_platform.api.common.v1.FileCompression\"\x7f\n\x0c\x44\x61tabaseSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x37\n\x04mode\x18\x03 \x01(\x0e\x32).datadog_platform.api.common.v1.WriteMode\x12\x13\n\x0bkey_columns\x18\x04 \x03(\t\"\xf4\x01\n\x08RestSink\x12\x12\n\nconnection\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12:\n\x06method\x18\x03 \x01(\x0e\x32*.datadog_platform.api.common.v1.HttpMethod\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x46\n\x07headers\x18\x05 \x03(\x0b\x32\x35.datadog_platform.api.common.v1.RestSink.HeadersEntry\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1b\n\x0c\x41rtifactSink\x12\x0b\n\x03key\x18\x01 \x01(\t\"\r\n\x0b\x44iscardSink\"\xca\x02\n\x08SinkSpec\x12\x38\n\x04\x66ile\x18\x01 \x01(\x0b\x32(.datadog_platform.api.common.v1.FileSinkH\x00\x12@\n\x08\x64\x61tabase\x18\x02 \x01(\x0b\x32,.datadog_platform.api.common.v1.DatabaseSinkH\x00\x12\x38\n\x04rest\x18\x03 \x01(\x0b\x32(.datadog_platform.api.common.v1.RestSinkH\x00\x12@\n\x08\x61rtifact\x18\x04 \x01(\x0b\x32,.datadog_platform.api.common.v1.ArtifactSinkH\x00\x12>\n\x07\x64iscard\x18\x05 \x01(\x0b\x32+.datadog_platform.api.common.v1.DiscardSinkH\x00\x42\x06\n\x04kind\"\x9d\x03\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12<\n\x06source\x18\x03 \x01(\x0b\x32*.datadog_platform.api.common.v1.SourceSpecH\x00\x12\x42\n\ttransform\x18\x04 \x01(\x0b\x32-.datadog_platform.api.common.v1.TransformSpecH\x00\x12\x38\n\x04sink\x18\x05 \x01(\x0b\x32(.datadog_platform.api.common.v1.SinkSpecH\x00\x12:\n\x05retry\x18\x06 \x01(\x0b\x32+.datadog_platform.api.common.v1.RetryPolicy\x12\r\n\x05\x61\x66ter\x18\x07 \x03(\t\x12*\n\x07timeout\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12<\n\twatermark\x18\t \x01(\x0b\x32).datadog_platform.api.common.v1.WatermarkB\x06\n\x04kind\",\n\tWatermark\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\x12\x0f\n\x07initial\x18\x02 \x01(\t\"\xbf\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12\x32\n\x0finitial_backoff\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x62\x61\x63koff_multiplier\x18\x03 \x01(\x01\x12.\n\x0bmax_backoff\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12retry_all_failures\x18\x05 \x01(\x08*\x85\x01\n\nFileFormat\x12\x1b\n\x17\x46ILE_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x46ILE_FORMAT_CSV\x10\x01\x12\x17\n\x13\x46ILE_FORMAT_PARQUET\x10\x02\x12\x14\n\x10\x46ILE_FORMAT_JSON\x10\x03\x12\x16\n\x12\x46ILE_FORMAT_NDJSON\x10\x04*\xa1\x01\n\x0f\x46ileCompression\x12 \n\x1c\x46ILE_COMPRESSION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46ILE_COMPRESSION_NONE\x10\x01\x12\x19\n\x15\x46ILE_COMPRESSION_GZIP\x10\x02\x12\x19\n\x15\x46ILE_COMPRESSION_ZSTD\x10\x03\x12\x1b\n\x17\x46ILE_COMPRESSION_SNAPPY\x10\x04*\x81\x01\n\nHttpMethod\x12\x1b\n\x17HTTP_METHOD_UNSPECIFIED\x10\x00\x12\x13\n\x0fHTTP_METHOD_GET\x10\x01\x12\x14\n\x10HTTP_METHOD_POST\x10\x02\x12\x13\n\x0fHTTP_METHOD_PUT\x10\x03\x12\x16\n\x12HTTP_METHOD_DELETE\x10\x04*o\n\tWriteMode\x12\x1a\n\x16WRITE_MODE_UNSPECIFIED\x10\x00\x12\x18\n\x14WRITE_MODE_OVERWRITE\x10\x01\x12\x15\n\x11WRITE_MODE_APPEND\x10\x02\x12\x15\n\x11WRITE_MODE_UPSERT\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,56 +39,62 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESTSOURCE_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_RESTSINK_HEADERSENTRY']._loaded_options = None
   _globals['_RESTSINK_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_FILEFORMAT']._serialized_start=3220
-  _globals['_FILEFORMAT']._serialized_end=3353
-  _globals['_FILECOMPRESSION']._serialized_start=3356
-  _globals['_FILECOMPRESSION']._serialized_end=3517
-  _globals['_HTTPMETHOD']._serialized_start=3520
-  _globals['_HTTPMETHOD']._serialized_end=3649
-  _globals['_WRITEMODE']._serialized_start=3651
-  _globals['_WRITEMODE']._serialized_end=3762
-  _globals['_FILESOURCE']._serialized_start=109
-  _globals['_FILESOURCE']._serialized_end=215
-  _globals['_DATABASESOURCE']._serialized_start=217
-  _globals['_DATABASESOURCE']._serialized_end=283
-  _globals['_PAGENUMBERPAGINATION']._serialized_start=285
-  _globals['_PAGENUMBERPAGINATION']._serialized_end=406
-  _globals['_OFFSETPAGINATION']._serialized_start=408
-  _globals['_OFFSETPAGINATION']._serialized_end=484
-  _globals['_CURSORPAGINATION']._serialized_start=486
-  _globals['_CURSORPAGINATION']._serialized_end=547
-  _globals['_LINKHEADERPAGINATION']._serialized_start=549
-  _globals['_LINKHEADERPAGINATION']._serialized_end=571
-  _globals['_RESTPAGINATION']._serialized_start=574
-  _globals['_RESTPAGINATION']._serialized_end=907
-  _globals['_RESTSOURCE']._serialized_start=910
-  _globals['_RESTSOURCE']._serialized_end=1358
-  _globals['_RESTSOURCE_QUERYENTRY']._serialized_start=1266
-  _globals['_RESTSOURCE_QUERYENTRY']._serialized_end=1310
-  _globals['_RESTSOURCE_HEADERSENTRY']._serialized_start=1312
-  _globals['_RESTSOURCE_HEADERSENTRY']._serialized_end=1358
-  _globals['_ARTIFACTSOURCE']._serialized_start=1360
-  _globals['_ARTIFACTSOURCE']._serialized_end=1389
-  _globals['_SOURCESPEC']._serialized_start=1392
-  _globals['_SOURCESPEC']._serialized_end=1668
-  _globals['_FILTERTRANSFORM']._serialized_start=1670
-  _globals['_FILTERTRANSFORM']._serialized_end=1706
-  _globals['_TRANSFORMSPEC']._serialized_start=1708
-  _globals['_TRANSFORMSPEC']._serialized_end=1798
-  _globals['_FILESINK']._serialized_start=1801
-  _globals['_FILESINK']._serialized_end=2054
-  _globals['_DATABASESINK']._serialized_start=2056
-  _globals['_DATABASESINK']._serialized_end=2183
-  _globals['_RESTSINK']._serialized_start=2186
-  _globals['_RESTSINK']._serialized_end=2430
-  _globals['_RESTSINK_HEADERSENTRY']._serialized_start=1312
-  _globals['_RESTSINK_HEADERSENTRY']._serialized_end=1358
-  _globals['_ARTIFACTSINK']._serialized_start=2432
-  _globals['_ARTIFACTSINK']._serialized_end=2459
-  _globals['_SINKSPEC']._serialized_start=2462
-  _globals['_SINKSPEC']._serialized_end=2728
-  _globals['_STEP']._serialized_start=2731
-  _globals['_STEP']._serialized_end=3023
-  _globals['_RETRYPOLICY']._serialized_start=3026
-  _globals['_RETRYPOLICY']._serialized_end=3217
+  _globals['_FILEFORMAT']._serialized_start=3615
+  _globals['_FILEFORMAT']._serialized_end=3748
+  _globals['_FILECOMPRESSION']._serialized_start=3751
+  _globals['_FILECOMPRESSION']._serialized_end=3912
+  _globals['_HTTPMETHOD']._serialized_start=3915
+  _globals['_HTTPMETHOD']._serialized_end=4044
+  _globals['_WRITEMODE']._serialized_start=4046
+  _globals['_WRITEMODE']._serialized_end=4157
+  _globals['_FILESOURCE']._serialized_start=139
+  _globals['_FILESOURCE']._serialized_end=245
+  _globals['_DATABASESOURCE']._serialized_start=247
+  _globals['_DATABASESOURCE']._serialized_end=313
+  _globals['_PAGENUMBERPAGINATION']._serialized_start=315
+  _globals['_PAGENUMBERPAGINATION']._serialized_end=436
+  _globals['_OFFSETPAGINATION']._serialized_start=438
+  _globals['_OFFSETPAGINATION']._serialized_end=514
+  _globals['_CURSORPAGINATION']._serialized_start=516
+  _globals['_CURSORPAGINATION']._serialized_end=577
+  _globals['_LINKHEADERPAGINATION']._serialized_start=579
+  _globals['_LINKHEADERPAGINATION']._serialized_end=601
+  _globals['_RESTPAGINATION']._serialized_start=604
+  _globals['_RESTPAGINATION']._serialized_end=937
+  _globals['_RESTSOURCE']._serialized_start=940
+  _globals['_RESTSOURCE']._serialized_end=1388
+  _globals['_RESTSOURCE_QUERYENTRY']._serialized_start=1296
+  _globals['_RESTSOURCE_QUERYENTRY']._serialized_end=1340
+  _globals['_RESTSOURCE_HEADERSENTRY']._serialized_start=1342
+  _globals['_RESTSOURCE_HEADERSENTRY']._serialized_end=1388
+  _globals['_ARTIFACTSOURCE']._serialized_start=1390
+  _globals['_ARTIFACTSOURCE']._serialized_end=1419
+  _globals['_INLINESOURCE']._serialized_start=1421
+  _globals['_INLINESOURCE']._serialized_end=1474
+  _globals['_SOURCESPEC']._serialized_start=1477
+  _globals['_SOURCESPEC']._serialized_end=1817
+  _globals['_FILTERTRANSFORM']._serialized_start=1819
+  _globals['_FILTERTRANSFORM']._serialized_end=1855
+  _globals['_TRANSFORMSPEC']._serialized_start=1857
+  _globals['_TRANSFORMSPEC']._serialized_end=1947
+  _globals['_FILESINK']._serialized_start=1950
+  _globals['_FILESINK']._serialized_end=2203
+  _globals['_DATABASESINK']._serialized_start=2205
+  _globals['_DATABASESINK']._serialized_end=2332
+  _globals['_RESTSINK']._serialized_start=2335
+  _globals['_RESTSINK']._serialized_end=2579
+  _globals['_RESTSINK_HEADERSENTRY']._serialized_start=1342
+  _globals['_RESTSINK_HEADERSENTRY']._serialized_end=1388
+  _globals['_ARTIFACTSINK']._serialized_start=2581
+  _globals['_ARTIFACTSINK']._serialized_end=2608
+  _globals['_DISCARDSINK']._serialized_start=2610
+  _globals['_DISCARDSINK']._serialized_end=2623
+  _globals['_SINKSPEC']._serialized_start=2626
+  _globals['_SINKSPEC']._serialized_end=2956
+  _globals['_STEP']._serialized_start=2959
+  _globals['_STEP']._serialized_end=3372
+  _globals['_WATERMARK']._serialized_start=3374
+  _globals['_WATERMARK']._serialized_end=3418
+  _globals['_RETRYPOLICY']._serialized_start=3421
+  _globals['_RETRYPOLICY']._serialized_end=3612
 # @@protoc_insertion_point(module_scope)

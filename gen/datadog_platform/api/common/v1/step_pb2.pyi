@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -168,17 +169,25 @@ class ArtifactSource(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class InlineSource(_message.Message):
+    __slots__ = ("rows",)
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Struct]
+    def __init__(self, rows: _Optional[_Iterable[_Union[_struct_pb2.Struct, _Mapping]]] = ...) -> None: ...
+
 class SourceSpec(_message.Message):
-    __slots__ = ("file", "database", "rest", "artifact")
+    __slots__ = ("file", "database", "rest", "artifact", "inline")
     FILE_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     REST_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     file: FileSource
     database: DatabaseSource
     rest: RestSource
     artifact: ArtifactSource
-    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., database: _Optional[_Union[DatabaseSource, _Mapping]] = ..., rest: _Optional[_Union[RestSource, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactSource, _Mapping]] = ...) -> None: ...
+    inline: InlineSource
+    def __init__(self, file: _Optional[_Union[FileSource, _Mapping]] = ..., database: _Optional[_Union[DatabaseSource, _Mapping]] = ..., rest: _Optional[_Union[RestSource, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactSource, _Mapping]] = ..., inline: _Optional[_Union[InlineSource, _Mapping]] = ...) -> None: ...
 
 class FilterTransform(_message.Message):
     __slots__ = ("predicate",)
@@ -247,33 +256,53 @@ class ArtifactSink(_message.Message):
     key: str
     def __init__(self, key: _Optional[str] = ...) -> None: ...
 
+class DiscardSink(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
 class SinkSpec(_message.Message):
-    __slots__ = ("file", "database", "rest", "artifact")
+    __slots__ = ("file", "database", "rest", "artifact", "discard")
     FILE_FIELD_NUMBER: _ClassVar[int]
     DATABASE_FIELD_NUMBER: _ClassVar[int]
     REST_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    DISCARD_FIELD_NUMBER: _ClassVar[int]
     file: FileSink
     database: DatabaseSink
     rest: RestSink
     artifact: ArtifactSink
-    def __init__(self, file: _Optional[_Union[FileSink, _Mapping]] = ..., database: _Optional[_Union[DatabaseSink, _Mapping]] = ..., rest: _Optional[_Union[RestSink, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactSink, _Mapping]] = ...) -> None: ...
+    discard: DiscardSink
+    def __init__(self, file: _Optional[_Union[FileSink, _Mapping]] = ..., database: _Optional[_Union[DatabaseSink, _Mapping]] = ..., rest: _Optional[_Union[RestSink, _Mapping]] = ..., artifact: _Optional[_Union[ArtifactSink, _Mapping]] = ..., discard: _Optional[_Union[DiscardSink, _Mapping]] = ...) -> None: ...
 
 class Step(_message.Message):
-    __slots__ = ("name", "inputs", "source", "transform", "sink", "retry")
+    __slots__ = ("name", "inputs", "source", "transform", "sink", "retry", "after", "timeout", "watermark")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     SINK_FIELD_NUMBER: _ClassVar[int]
     RETRY_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    WATERMARK_FIELD_NUMBER: _ClassVar[int]
     name: str
     inputs: _containers.RepeatedScalarFieldContainer[str]
     source: SourceSpec
     transform: TransformSpec
     sink: SinkSpec
     retry: RetryPolicy
-    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[_Union[SourceSpec, _Mapping]] = ..., transform: _Optional[_Union[TransformSpec, _Mapping]] = ..., sink: _Optional[_Union[SinkSpec, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ...) -> None: ...
+    after: _containers.RepeatedScalarFieldContainer[str]
+    timeout: _duration_pb2.Duration
+    watermark: Watermark
+    def __init__(self, name: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ..., source: _Optional[_Union[SourceSpec, _Mapping]] = ..., transform: _Optional[_Union[TransformSpec, _Mapping]] = ..., sink: _Optional[_Union[SinkSpec, _Mapping]] = ..., retry: _Optional[_Union[RetryPolicy, _Mapping]] = ..., after: _Optional[_Iterable[str]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., watermark: _Optional[_Union[Watermark, _Mapping]] = ...) -> None: ...
+
+class Watermark(_message.Message):
+    __slots__ = ("column", "initial")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    initial: str
+    def __init__(self, column: _Optional[str] = ..., initial: _Optional[str] = ...) -> None: ...
 
 class RetryPolicy(_message.Message):
     __slots__ = ("max_attempts", "initial_backoff", "backoff_multiplier", "max_backoff", "retry_all_failures")

@@ -21,16 +21,18 @@ class ExecuteTaskRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., stage_id: _Optional[str] = ..., attempt: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[_step_pb2.Step, _Mapping]]] = ...) -> None: ...
 
 class ExecuteTaskResponse(_message.Message):
-    __slots__ = ("started", "progress", "succeeded", "failed")
+    __slots__ = ("started", "progress", "succeeded", "failed", "log")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     started: TaskStarted
     progress: TaskProgress
     succeeded: TaskSucceeded
     failed: TaskFailed
-    def __init__(self, started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., succeeded: _Optional[_Union[TaskSucceeded, _Mapping]] = ..., failed: _Optional[_Union[TaskFailed, _Mapping]] = ...) -> None: ...
+    log: TaskLog
+    def __init__(self, started: _Optional[_Union[TaskStarted, _Mapping]] = ..., progress: _Optional[_Union[TaskProgress, _Mapping]] = ..., succeeded: _Optional[_Union[TaskSucceeded, _Mapping]] = ..., failed: _Optional[_Union[TaskFailed, _Mapping]] = ..., log: _Optional[_Union[TaskLog, _Mapping]] = ...) -> None: ...
 
 class TaskStarted(_message.Message):
     __slots__ = ("executor_id",)
@@ -45,12 +47,27 @@ class TaskProgress(_message.Message):
     def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ...) -> None: ...
 
 class TaskSucceeded(_message.Message):
-    __slots__ = ("metrics", "outputs")
+    __slots__ = ("metrics", "outputs", "watermarks")
+    class WatermarksEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    WATERMARKS_FIELD_NUMBER: _ClassVar[int]
     metrics: _task_pb2.TaskMetrics
     outputs: _containers.RepeatedCompositeFieldContainer[_task_pb2.StageOutput]
-    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ...) -> None: ...
+    watermarks: _containers.ScalarMap[str, str]
+    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ..., watermarks: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class TaskLog(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[_task_pb2.LogLine]
+    def __init__(self, lines: _Optional[_Iterable[_Union[_task_pb2.LogLine, _Mapping]]] = ...) -> None: ...
 
 class TaskFailed(_message.Message):
     __slots__ = ("reason", "message", "step", "retryable", "metrics")

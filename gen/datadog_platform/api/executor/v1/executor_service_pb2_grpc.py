@@ -50,8 +50,10 @@ class ExecutorServiceServicer:
 
     def ExecuteTask(self, request, context):
         """ExecuteTask runs one attempt of a stage and streams its events: started,
-        progress, then exactly one of succeeded or failed. Cancelling the call
-        cancels the stage and its connector streams.
+        progress and log lines, then exactly one of succeeded or failed. Cancelling
+        the call cancels the stage and its connector streams. An executor whose
+        slots are all busy answers RESOURCE_EXHAUSTED (reason EXECUTOR_BUSY) before
+        starting anything.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

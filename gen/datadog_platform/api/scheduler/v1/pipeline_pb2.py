@@ -23,10 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from datadog_platform.api.common.v1 import step_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_step__pb2
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0datadog_platform/api/scheduler/v1/pipeline.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x03\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Pipeline.LabelsEntry\x12\x33\n\x05steps\x18\x05 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\x12\x42\n\rdefault_retry\x18\x06 \x01(\x0b\x32+.datadog_platform.api.common.v1.RetryPolicy\x12\x0f\n\x07version\x18\x64 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x66 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0cPlannedStage\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n0datadog_platform/api/scheduler/v1/pipeline.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x94\x06\n\x08Pipeline\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12G\n\x06labels\x18\x04 \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Pipeline.LabelsEntry\x12\x33\n\x05steps\x18\x05 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\x12\x42\n\rdefault_retry\x18\x06 \x01(\x0b\x32+.datadog_platform.api.common.v1.RetryPolicy\x12G\n\x06params\x18\x07 \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Pipeline.ParamsEntry\x12=\n\x08schedule\x18\x08 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Schedule\x12\x17\n\x0fmax_active_runs\x18\t \x01(\x05\x12\x18\n\x10max_active_tasks\x18\n \x01(\x05\x12.\n\x0brun_timeout\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0f\n\x07version\x18\x64 \x01(\x03\x12/\n\x0b\x63reate_time\x18\x65 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x66 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06paused\x18g \x01(\x08\x12\x31\n\rnext_run_time\x18h \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\x99\x01\n\x08Schedule\x12\x0c\n\x04\x63ron\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12\x0f\n\x07\x63\x61tchup\x18\x03 \x01(\x08\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"A\n\x0cPlannedStage\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\t\x12\x10\n\x08upstream\x18\x03 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +37,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PIPELINE_LABELSENTRY']._loaded_options = None
   _globals['_PIPELINE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_PIPELINE']._serialized_start=164
-  _globals['_PIPELINE']._serialized_end=579
-  _globals['_PIPELINE_LABELSENTRY']._serialized_start=534
-  _globals['_PIPELINE_LABELSENTRY']._serialized_end=579
-  _globals['_PLANNEDSTAGE']._serialized_start=581
-  _globals['_PLANNEDSTAGE']._serialized_end=628
+  _globals['_PIPELINE_PARAMSENTRY']._loaded_options = None
+  _globals['_PIPELINE_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_PIPELINE']._serialized_start=226
+  _globals['_PIPELINE']._serialized_end=1014
+  _globals['_PIPELINE_LABELSENTRY']._serialized_start=898
+  _globals['_PIPELINE_LABELSENTRY']._serialized_end=943
+  _globals['_PIPELINE_PARAMSENTRY']._serialized_start=945
+  _globals['_PIPELINE_PARAMSENTRY']._serialized_end=1014
+  _globals['_SCHEDULE']._serialized_start=1017
+  _globals['_SCHEDULE']._serialized_end=1170
+  _globals['_PLANNEDSTAGE']._serialized_start=1172
+  _globals['_PLANNEDSTAGE']._serialized_end=1237
 # @@protoc_insertion_point(module_scope)

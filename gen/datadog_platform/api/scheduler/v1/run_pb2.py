@@ -23,22 +23,37 @@ _sym_db = _symbol_database.Default()
 
 
 from datadog_platform.api.common.v1 import task_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_task__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+datadog_platform/api/scheduler/v1/run.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/task.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n\x08StageRun\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\t\x12<\n\x05state\x18\x03 \x01(\x0e\x32-.datadog_platform.api.scheduler.v1.StageState\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x07metrics\x18\x07 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12<\n\x07outputs\x18\x08 \x03(\x0b\x32+.datadog_platform.api.common.v1.StageOutput\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\x15\n\rerror_message\x18\n \x01(\t\"\xf4\x02\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x18\n\x10pipeline_version\x18\x03 \x01(\x03\x12:\n\x05state\x18\x04 \x01(\x0e\x32+.datadog_platform.api.scheduler.v1.RunState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06stages\x18\x08 \x03(\x0b\x32+.datadog_platform.api.scheduler.v1.StageRun\x12\x15\n\rerror_message\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t*\x9a\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*\xe2\x01\n\nStageState\x12\x1b\n\x17STAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STAGE_STATE_PENDING\x10\x01\x12\x16\n\x12STAGE_STATE_QUEUED\x10\x02\x12\x17\n\x13STAGE_STATE_RUNNING\x10\x03\x12\x19\n\x15STAGE_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12STAGE_STATE_FAILED\x10\x05\x12\x19\n\x15STAGE_STATE_CANCELLED\x10\x06\x12\x1f\n\x1bSTAGE_STATE_UPSTREAM_FAILED\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+datadog_platform/api/scheduler/v1/run.proto\x12!datadog_platform.api.scheduler.v1\x1a)datadog_platform/api/common/v1/task.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x03\n\x08StageRun\x12\x10\n\x08stage_id\x18\x01 \x01(\t\x12\r\n\x05steps\x18\x02 \x03(\t\x12<\n\x05state\x18\x03 \x01(\x0e\x32-.datadog_platform.api.scheduler.v1.StageState\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12<\n\x07metrics\x18\x07 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12<\n\x07outputs\x18\x08 \x03(\x0b\x32+.datadog_platform.api.common.v1.StageOutput\x12\x14\n\x0c\x65rror_reason\x18\t \x01(\t\x12\x15\n\rerror_message\x18\n \x01(\t\x12\x10\n\x08upstream\x18\x0b \x03(\t\x12\x35\n\x11next_attempt_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf6\x05\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12\x18\n\x10pipeline_version\x18\x03 \x01(\x03\x12:\n\x05state\x18\x04 \x01(\x0e\x32+.datadog_platform.api.scheduler.v1.RunState\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x06stages\x18\x08 \x03(\x0b\x32+.datadog_platform.api.scheduler.v1.StageRun\x12\x15\n\rerror_message\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12\x42\n\x06params\x18\x0b \x03(\x0b\x32\x32.datadog_platform.api.scheduler.v1.Run.ParamsEntry\x12>\n\x07trigger\x18\x0c \x01(\x0e\x32-.datadog_platform.api.scheduler.v1.RunTrigger\x12\x30\n\x0clogical_date\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x13\x64\x61ta_interval_start\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11\x64\x61ta_interval_end\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x62\x61\x63kfill_id\x18\x10 \x01(\t\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"\xd8\x04\n\x08\x42\x61\x63kfill\x12\x13\n\x0b\x62\x61\x63kfill_id\x18\x01 \x01(\t\x12\x10\n\x08pipeline\x18\x02 \x01(\t\x12.\n\nstart_date\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_date\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmax_active_runs\x18\x05 \x01(\x05\x12\x13\n\x0bonly_failed\x18\x06 \x01(\x08\x12?\n\x05state\x18\x07 \x01(\x0e\x32\x30.datadog_platform.api.scheduler.v1.BackfillState\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ntotal_runs\x18\n \x01(\x05\x12\x14\n\x0c\x63reated_runs\x18\x0b \x01(\x05\x12\x16\n\x0esucceeded_runs\x18\x0c \x01(\x05\x12\x13\n\x0b\x66\x61iled_runs\x18\r \x01(\x05\x12G\n\x06params\x18\x0e \x03(\x0b\x32\x37.datadog_platform.api.scheduler.v1.Backfill.ParamsEntry\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01*\x9a\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*\xe2\x01\n\nStageState\x12\x1b\n\x17STAGE_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13STAGE_STATE_PENDING\x10\x01\x12\x16\n\x12STAGE_STATE_QUEUED\x10\x02\x12\x17\n\x13STAGE_STATE_RUNNING\x10\x03\x12\x19\n\x15STAGE_STATE_SUCCEEDED\x10\x04\x12\x16\n\x12STAGE_STATE_FAILED\x10\x05\x12\x19\n\x15STAGE_STATE_CANCELLED\x10\x06\x12\x1f\n\x1bSTAGE_STATE_UPSTREAM_FAILED\x10\x07*u\n\nRunTrigger\x12\x1b\n\x17RUN_TRIGGER_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_TRIGGER_MANUAL\x10\x01\x12\x18\n\x14RUN_TRIGGER_SCHEDULE\x10\x02\x12\x18\n\x14RUN_TRIGGER_BACKFILL\x10\x03*\xa2\x01\n\rBackfillState\x12\x1e\n\x1a\x42\x41\x43KFILL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x42\x41\x43KFILL_STATE_RUNNING\x10\x01\x12\x1c\n\x18\x42\x41\x43KFILL_STATE_SUCCEEDED\x10\x02\x12\x19\n\x15\x42\x41\x43KFILL_STATE_FAILED\x10\x03\x12\x1c\n\x18\x42\x41\x43KFILL_STATE_CANCELLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datadog_platform.api.scheduler.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATE']._serialized_start=922
-  _globals['_RUNSTATE']._serialized_end=1076
-  _globals['_STAGESTATE']._serialized_start=1079
-  _globals['_STAGESTATE']._serialized_end=1305
-  _globals['_STAGERUN']._serialized_start=159
-  _globals['_STAGERUN']._serialized_end=544
-  _globals['_RUN']._serialized_start=547
-  _globals['_RUN']._serialized_end=919
+  _globals['_RUN_PARAMSENTRY']._loaded_options = None
+  _globals['_RUN_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_BACKFILL_PARAMSENTRY']._loaded_options = None
+  _globals['_BACKFILL_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_RUNSTATE']._serialized_start=2014
+  _globals['_RUNSTATE']._serialized_end=2168
+  _globals['_STAGESTATE']._serialized_start=2171
+  _globals['_STAGESTATE']._serialized_end=2397
+  _globals['_RUNTRIGGER']._serialized_start=2399
+  _globals['_RUNTRIGGER']._serialized_end=2516
+  _globals['_BACKFILLSTATE']._serialized_start=2519
+  _globals['_BACKFILLSTATE']._serialized_end=2681
+  _globals['_STAGERUN']._serialized_start=189
+  _globals['_STAGERUN']._serialized_end=647
+  _globals['_RUN']._serialized_start=650
+  _globals['_RUN']._serialized_end=1408
+  _globals['_RUN_PARAMSENTRY']._serialized_start=1339
+  _globals['_RUN_PARAMSENTRY']._serialized_end=1408
+  _globals['_BACKFILL']._serialized_start=1411
+  _globals['_BACKFILL']._serialized_end=2011
+  _globals['_BACKFILL_PARAMSENTRY']._serialized_start=1339
+  _globals['_BACKFILL_PARAMSENTRY']._serialized_end=1408
 # @@protoc_insertion_point(module_scope)

@@ -23,57 +23,114 @@ _sym_db = _symbol_database.Default()
 
 
 from datadog_platform.api.common.v1 import connection_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_connection__pb2
+from datadog_platform.api.common.v1 import task_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_task__pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2 as datadog__platform_dot_api_dot_scheduler_dot_v1_dot_pipeline__pb2
 from datadog_platform.api.scheduler.v1 import run_pb2 as datadog__platform_dot_api_dot_scheduler_dot_v1_dot_run__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9datadog_platform/api/scheduler/v1/scheduler_service.proto\x12!datadog_platform.api.scheduler.v1\x1a/datadog_platform/api/common/v1/connection.proto\x1a\x30\x64\x61tadog_platform/api/scheduler/v1/pipeline.proto\x1a+datadog_platform/api/scheduler/v1/run.proto\"j\n\x15\x43reatePipelineRequest\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x96\x01\n\x16\x43reatePipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12=\n\x04plan\x18\x02 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"3\n\x12GetPipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x93\x01\n\x13GetPipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12=\n\x04plan\x18\x02 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"=\n\x14ListPipelinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x15ListPipelinesResponse\x12>\n\tpipelines\x18\x01 \x03(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x12RunPipelineRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"J\n\x13RunPipelineResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"E\n\x0eGetRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x10WatchRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"\x87\x01\n\x0fListRunsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12;\n\x06states\x18\x02 \x03(\x0e\x32+.datadog_platform.api.scheduler.v1.RunState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"a\n\x10ListRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x11\x43\x61ncelRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"?\n\x16ListConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x17ListConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.datadog_platform.api.common.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x0fRetryRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x10RetryRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run2\xee\t\n\x10SchedulerService\x12\x85\x01\n\x0e\x43reatePipeline\x12\x38.datadog_platform.api.scheduler.v1.CreatePipelineRequest\x1a\x39.datadog_platform.api.scheduler.v1.CreatePipelineResponse\x12|\n\x0bGetPipeline\x12\x35.datadog_platform.api.scheduler.v1.GetPipelineRequest\x1a\x36.datadog_platform.api.scheduler.v1.GetPipelineResponse\x12\x82\x01\n\rListPipelines\x12\x37.datadog_platform.api.scheduler.v1.ListPipelinesRequest\x1a\x38.datadog_platform.api.scheduler.v1.ListPipelinesResponse\x12|\n\x0bRunPipeline\x12\x35.datadog_platform.api.scheduler.v1.RunPipelineRequest\x1a\x36.datadog_platform.api.scheduler.v1.RunPipelineResponse\x12m\n\x06GetRun\x12\x30.datadog_platform.api.scheduler.v1.GetRunRequest\x1a\x31.datadog_platform.api.scheduler.v1.GetRunResponse\x12u\n\x08WatchRun\x12\x32.datadog_platform.api.scheduler.v1.WatchRunRequest\x1a\x33.datadog_platform.api.scheduler.v1.WatchRunResponse0\x01\x12s\n\x08ListRuns\x12\x32.datadog_platform.api.scheduler.v1.ListRunsRequest\x1a\x33.datadog_platform.api.scheduler.v1.ListRunsResponse\x12v\n\tCancelRun\x12\x33.datadog_platform.api.scheduler.v1.CancelRunRequest\x1a\x34.datadog_platform.api.scheduler.v1.CancelRunResponse\x12s\n\x08RetryRun\x12\x32.datadog_platform.api.scheduler.v1.RetryRunRequest\x1a\x33.datadog_platform.api.scheduler.v1.RetryRunResponse\x12\x88\x01\n\x0fListConnections\x12\x39.datadog_platform.api.scheduler.v1.ListConnectionsRequest\x1a:.datadog_platform.api.scheduler.v1.ListConnectionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n9datadog_platform/api/scheduler/v1/scheduler_service.proto\x12!datadog_platform.api.scheduler.v1\x1a/datadog_platform/api/common/v1/connection.proto\x1a)datadog_platform/api/common/v1/task.proto\x1a\x30\x64\x61tadog_platform/api/scheduler/v1/pipeline.proto\x1a+datadog_platform/api/scheduler/v1/run.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x15\x43reatePipelineRequest\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x96\x01\n\x16\x43reatePipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12=\n\x04plan\x18\x02 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"3\n\x12GetPipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"\x93\x01\n\x13GetPipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12=\n\x04plan\x18\x02 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"\xcf\x01\n\x14ListPipelinesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0c\n\x04tags\x18\x03 \x03(\t\x12S\n\x06labels\x18\x04 \x03(\x0b\x32\x43.datadog_platform.api.scheduler.v1.ListPipelinesRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"p\n\x15ListPipelinesResponse\x12>\n\tpipelines\x18\x01 \x03(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd4\x01\n\x12RunPipelineRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12Q\n\x06params\x18\x03 \x03(\x0b\x32\x41.datadog_platform.api.scheduler.v1.RunPipelineRequest.ParamsEntry\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"J\n\x13RunPipelineResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"E\n\x0eGetRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"G\n\x10WatchRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"\x9c\x01\n\x0fListRunsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12;\n\x06states\x18\x02 \x03(\x0e\x32+.datadog_platform.api.scheduler.v1.RunState\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x13\n\x0b\x62\x61\x63kfill_id\x18\x05 \x01(\t\"a\n\x10ListRunsResponse\x12\x34\n\x04runs\x18\x01 \x03(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x11\x43\x61ncelRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"?\n\x16ListConnectionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"s\n\x17ListConnectionsResponse\x12?\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32*.datadog_platform.api.common.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"5\n\x0fRetryRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"G\n\x10RetryRunResponse\x12\x33\n\x03run\x18\x01 \x01(\x0b\x32&.datadog_platform.api.scheduler.v1.Run\"j\n\x15UpdatePipelineRequest\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x96\x01\n\x16UpdatePipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\x12=\n\x04plan\x18\x02 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"%\n\x15\x44\x65letePipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"V\n\x16\x44\x65letePipelineResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10versions_deleted\x18\x02 \x01(\x03\x12\x14\n\x0cruns_deleted\x18\x03 \x01(\x03\"X\n\x17ValidatePipelineRequest\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\"3\n\rSpecViolation\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\"\xae\x01\n\x18ValidatePipelineResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x44\n\nviolations\x18\x02 \x03(\x0b\x32\x30.datadog_platform.api.scheduler.v1.SpecViolation\x12=\n\x04plan\x18\x03 \x03(\x0b\x32/.datadog_platform.api.scheduler.v1.PlannedStage\"$\n\x14PausePipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"V\n\x15PausePipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\"&\n\x16UnpausePipelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"X\n\x17UnpausePipelineResponse\x12=\n\x08pipeline\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Pipeline\"p\n\x14ListStageLogsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08stage_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"y\n\x15ListStageLogsResponse\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12\x36\n\x05lines\x18\x02 \x03(\x0b\x32\'.datadog_platform.api.common.v1.LogLine\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\xea\x02\n\x17\x42\x61\x63kfillPipelineRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12.\n\nstart_date\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_date\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fmax_active_runs\x18\x04 \x01(\x05\x12\x13\n\x0bonly_failed\x18\x05 \x01(\x08\x12V\n\x06params\x18\x06 \x03(\x0b\x32\x46.datadog_platform.api.scheduler.v1.BackfillPipelineRequest.ParamsEntry\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x1a\x45\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value:\x02\x38\x01\"Y\n\x18\x42\x61\x63kfillPipelineResponse\x12=\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Backfill\")\n\x12GetBackfillRequest\x12\x13\n\x0b\x62\x61\x63kfill_id\x18\x01 \x01(\t\"T\n\x13GetBackfillResponse\x12=\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Backfill\"O\n\x14ListBackfillsRequest\x12\x10\n\x08pipeline\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"p\n\x15ListBackfillsResponse\x12>\n\tbackfills\x18\x01 \x03(\x0b\x32+.datadog_platform.api.scheduler.v1.Backfill\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x43\x61ncelBackfillRequest\x12\x13\n\x0b\x62\x61\x63kfill_id\x18\x01 \x01(\t\"W\n\x16\x43\x61ncelBackfillResponse\x12=\n\x08\x62\x61\x63kfill\x18\x01 \x01(\x0b\x32+.datadog_platform.api.scheduler.v1.Backfill2\xba\x14\n\x10SchedulerService\x12\x85\x01\n\x0e\x43reatePipeline\x12\x38.datadog_platform.api.scheduler.v1.CreatePipelineRequest\x1a\x39.datadog_platform.api.scheduler.v1.CreatePipelineResponse\x12|\n\x0bGetPipeline\x12\x35.datadog_platform.api.scheduler.v1.GetPipelineRequest\x1a\x36.datadog_platform.api.scheduler.v1.GetPipelineResponse\x12\x82\x01\n\rListPipelines\x12\x37.datadog_platform.api.scheduler.v1.ListPipelinesRequest\x1a\x38.datadog_platform.api.scheduler.v1.ListPipelinesResponse\x12|\n\x0bRunPipeline\x12\x35.datadog_platform.api.scheduler.v1.RunPipelineRequest\x1a\x36.datadog_platform.api.scheduler.v1.RunPipelineResponse\x12m\n\x06GetRun\x12\x30.datadog_platform.api.scheduler.v1.GetRunRequest\x1a\x31.datadog_platform.api.scheduler.v1.GetRunResponse\x12u\n\x08WatchRun\x12\x32.datadog_platform.api.scheduler.v1.WatchRunRequest\x1a\x33.datadog_platform.api.scheduler.v1.WatchRunResponse0\x01\x12s\n\x08ListRuns\x12\x32.datadog_platform.api.scheduler.v1.ListRunsRequest\x1a\x33.datadog_platform.api.scheduler.v1.ListRunsResponse\x12v\n\tCancelRun\x12\x33.datadog_platform.api.scheduler.v1.CancelRunRequest\x1a\x34.datadog_platform.api.scheduler.v1.CancelRunResponse\x12s\n\x08RetryRun\x12\x32.datadog_platform.api.scheduler.v1.RetryRunRequest\x1a\x33.datadog_platform.api.scheduler.v1.RetryRunResponse\x12\x88\x01\n\x0fListConnections\x12\x39.datadog_platform.api.scheduler.v1.ListConnectionsRequest\x1a:.datadog_platform.api.scheduler.v1.ListConnectionsResponse\x12\x85\x01\n\x0eUpdatePipeline\x12\x38.datadog_platform.api.scheduler.v1.UpdatePipelineRequest\x1a\x39.datadog_platform.api.scheduler.v1.UpdatePipelineResponse\x12\x85\x01\n\x0e\x44\x65letePipeline\x12\x38.datadog_platform.api.scheduler.v1.DeletePipelineRequest\x1a\x39.datadog_platform.api.scheduler.v1.DeletePipelineResponse\x12\x8b\x01\n\x10ValidatePipeline\x12:.datadog_platform.api.scheduler.v1.ValidatePipelineRequest\x1a;.datadog_platform.api.scheduler.v1.ValidatePipelineResponse\x12\x82\x01\n\rPausePipeline\x12\x37.datadog_platform.api.scheduler.v1.PausePipelineRequest\x1a\x38.datadog_platform.api.scheduler.v1.PausePipelineResponse\x12\x88\x01\n\x0fUnpausePipeline\x12\x39.datadog_platform.api.scheduler.v1.UnpausePipelineRequest\x1a:.datadog_platform.api.scheduler.v1.UnpausePipelineResponse\x12\x82\x01\n\rListStageLogs\x12\x37.datadog_platform.api.scheduler.v1.ListStageLogsRequest\x1a\x38.datadog_platform.api.scheduler.v1.ListStageLogsResponse\x12\x8b\x01\n\x10\x42\x61\x63kfillPipeline\x12:.datadog_platform.api.scheduler.v1.BackfillPipelineRequest\x1a;.datadog_platform.api.scheduler.v1.BackfillPipelineResponse\x12|\n\x0bGetBackfill\x12\x35.datadog_platform.api.scheduler.v1.GetBackfillRequest\x1a\x36.datadog_platform.api.scheduler.v1.GetBackfillResponse\x12\x82\x01\n\rListBackfills\x12\x37.datadog_platform.api.scheduler.v1.ListBackfillsRequest\x1a\x38.datadog_platform.api.scheduler.v1.ListBackfillsResponse\x12\x85\x01\n\x0e\x43\x61ncelBackfill\x12\x38.datadog_platform.api.scheduler.v1.CancelBackfillRequest\x1a\x39.datadog_platform.api.scheduler.v1.CancelBackfillResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datadog_platform.api.scheduler.v1.scheduler_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEPIPELINEREQUEST']._serialized_start=240
-  _globals['_CREATEPIPELINEREQUEST']._serialized_end=346
-  _globals['_CREATEPIPELINERESPONSE']._serialized_start=349
-  _globals['_CREATEPIPELINERESPONSE']._serialized_end=499
-  _globals['_GETPIPELINEREQUEST']._serialized_start=501
-  _globals['_GETPIPELINEREQUEST']._serialized_end=552
-  _globals['_GETPIPELINERESPONSE']._serialized_start=555
-  _globals['_GETPIPELINERESPONSE']._serialized_end=702
-  _globals['_LISTPIPELINESREQUEST']._serialized_start=704
-  _globals['_LISTPIPELINESREQUEST']._serialized_end=765
-  _globals['_LISTPIPELINESRESPONSE']._serialized_start=767
-  _globals['_LISTPIPELINESRESPONSE']._serialized_end=879
-  _globals['_RUNPIPELINEREQUEST']._serialized_start=881
-  _globals['_RUNPIPELINEREQUEST']._serialized_end=939
-  _globals['_RUNPIPELINERESPONSE']._serialized_start=941
-  _globals['_RUNPIPELINERESPONSE']._serialized_end=1015
-  _globals['_GETRUNREQUEST']._serialized_start=1017
-  _globals['_GETRUNREQUEST']._serialized_end=1048
-  _globals['_GETRUNRESPONSE']._serialized_start=1050
-  _globals['_GETRUNRESPONSE']._serialized_end=1119
-  _globals['_WATCHRUNREQUEST']._serialized_start=1121
-  _globals['_WATCHRUNREQUEST']._serialized_end=1154
-  _globals['_WATCHRUNRESPONSE']._serialized_start=1156
-  _globals['_WATCHRUNRESPONSE']._serialized_end=1227
-  _globals['_LISTRUNSREQUEST']._serialized_start=1230
-  _globals['_LISTRUNSREQUEST']._serialized_end=1365
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1367
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1464
-  _globals['_CANCELRUNREQUEST']._serialized_start=1466
-  _globals['_CANCELRUNREQUEST']._serialized_end=1520
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1522
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1594
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=1596
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1659
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1661
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1776
-  _globals['_RETRYRUNREQUEST']._serialized_start=1778
-  _globals['_RETRYRUNREQUEST']._serialized_end=1831
-  _globals['_RETRYRUNRESPONSE']._serialized_start=1833
-  _globals['_RETRYRUNRESPONSE']._serialized_end=1904
-  _globals['_SCHEDULERSERVICE']._serialized_start=1907
-  _globals['_SCHEDULERSERVICE']._serialized_end=3169
+  _globals['_LISTPIPELINESREQUEST_LABELSENTRY']._loaded_options = None
+  _globals['_LISTPIPELINESREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_RUNPIPELINEREQUEST_PARAMSENTRY']._loaded_options = None
+  _globals['_RUNPIPELINEREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_BACKFILLPIPELINEREQUEST_PARAMSENTRY']._loaded_options = None
+  _globals['_BACKFILLPIPELINEREQUEST_PARAMSENTRY']._serialized_options = b'8\001'
+  _globals['_CREATEPIPELINEREQUEST']._serialized_start=346
+  _globals['_CREATEPIPELINEREQUEST']._serialized_end=452
+  _globals['_CREATEPIPELINERESPONSE']._serialized_start=455
+  _globals['_CREATEPIPELINERESPONSE']._serialized_end=605
+  _globals['_GETPIPELINEREQUEST']._serialized_start=607
+  _globals['_GETPIPELINEREQUEST']._serialized_end=658
+  _globals['_GETPIPELINERESPONSE']._serialized_start=661
+  _globals['_GETPIPELINERESPONSE']._serialized_end=808
+  _globals['_LISTPIPELINESREQUEST']._serialized_start=811
+  _globals['_LISTPIPELINESREQUEST']._serialized_end=1018
+  _globals['_LISTPIPELINESREQUEST_LABELSENTRY']._serialized_start=973
+  _globals['_LISTPIPELINESREQUEST_LABELSENTRY']._serialized_end=1018
+  _globals['_LISTPIPELINESRESPONSE']._serialized_start=1020
+  _globals['_LISTPIPELINESRESPONSE']._serialized_end=1132
+  _globals['_RUNPIPELINEREQUEST']._serialized_start=1135
+  _globals['_RUNPIPELINEREQUEST']._serialized_end=1347
+  _globals['_RUNPIPELINEREQUEST_PARAMSENTRY']._serialized_start=1278
+  _globals['_RUNPIPELINEREQUEST_PARAMSENTRY']._serialized_end=1347
+  _globals['_RUNPIPELINERESPONSE']._serialized_start=1349
+  _globals['_RUNPIPELINERESPONSE']._serialized_end=1423
+  _globals['_GETRUNREQUEST']._serialized_start=1425
+  _globals['_GETRUNREQUEST']._serialized_end=1456
+  _globals['_GETRUNRESPONSE']._serialized_start=1458
+  _globals['_GETRUNRESPONSE']._serialized_end=1527
+  _globals['_WATCHRUNREQUEST']._serialized_start=1529
+  _globals['_WATCHRUNREQUEST']._serialized_end=1562
+  _globals['_WATCHRUNRESPONSE']._serialized_start=1564
+  _globals['_WATCHRUNRESPONSE']._serialized_end=1635
+  _globals['_LISTRUNSREQUEST']._serialized_start=1638
+  _globals['_LISTRUNSREQUEST']._serialized_end=1794
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1796
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1893
+  _globals['_CANCELRUNREQUEST']._serialized_start=1895
+  _globals['_CANCELRUNREQUEST']._serialized_end=1949
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1951
+  _globals['_CANCELRUNRESPONSE']._serialized_end=2023
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=2025
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=2088
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=2090
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=2205
+  _globals['_RETRYRUNREQUEST']._serialized_start=2207
+  _globals['_RETRYRUNREQUEST']._serialized_end=2260
+  _globals['_RETRYRUNRESPONSE']._serialized_start=2262
+  _globals['_RETRYRUNRESPONSE']._serialized_end=2333
+  _globals['_UPDATEPIPELINEREQUEST']._serialized_start=2335
+  _globals['_UPDATEPIPELINEREQUEST']._serialized_end=2441
+  _globals['_UPDATEPIPELINERESPONSE']._serialized_start=2444
+  _globals['_UPDATEPIPELINERESPONSE']._serialized_end=2594
+  _globals['_DELETEPIPELINEREQUEST']._serialized_start=2596
+  _globals['_DELETEPIPELINEREQUEST']._serialized_end=2633
+  _globals['_DELETEPIPELINERESPONSE']._serialized_start=2635
+  _globals['_DELETEPIPELINERESPONSE']._serialized_end=2721
+  _globals['_VALIDATEPIPELINEREQUEST']._serialized_start=2723
+  _globals['_VALIDATEPIPELINEREQUEST']._serialized_end=2811
+  _globals['_SPECVIOLATION']._serialized_start=2813
+  _globals['_SPECVIOLATION']._serialized_end=2864
+  _globals['_VALIDATEPIPELINERESPONSE']._serialized_start=2867
+  _globals['_VALIDATEPIPELINERESPONSE']._serialized_end=3041
+  _globals['_PAUSEPIPELINEREQUEST']._serialized_start=3043
+  _globals['_PAUSEPIPELINEREQUEST']._serialized_end=3079
+  _globals['_PAUSEPIPELINERESPONSE']._serialized_start=3081
+  _globals['_PAUSEPIPELINERESPONSE']._serialized_end=3167
+  _globals['_UNPAUSEPIPELINEREQUEST']._serialized_start=3169
+  _globals['_UNPAUSEPIPELINEREQUEST']._serialized_end=3207
+  _globals['_UNPAUSEPIPELINERESPONSE']._serialized_start=3209
+  _globals['_UNPAUSEPIPELINERESPONSE']._serialized_end=3297
+  _globals['_LISTSTAGELOGSREQUEST']._serialized_start=3299
+  _globals['_LISTSTAGELOGSREQUEST']._serialized_end=3411
+  _globals['_LISTSTAGELOGSRESPONSE']._serialized_start=3413
+  _globals['_LISTSTAGELOGSRESPONSE']._serialized_end=3534
+  _globals['_BACKFILLPIPELINEREQUEST']._serialized_start=3537
+  _globals['_BACKFILLPIPELINEREQUEST']._serialized_end=3899
+  _globals['_BACKFILLPIPELINEREQUEST_PARAMSENTRY']._serialized_start=1278
+  _globals['_BACKFILLPIPELINEREQUEST_PARAMSENTRY']._serialized_end=1347
+  _globals['_BACKFILLPIPELINERESPONSE']._serialized_start=3901
+  _globals['_BACKFILLPIPELINERESPONSE']._serialized_end=3990
+  _globals['_GETBACKFILLREQUEST']._serialized_start=3992
+  _globals['_GETBACKFILLREQUEST']._serialized_end=4033
+  _globals['_GETBACKFILLRESPONSE']._serialized_start=4035
+  _globals['_GETBACKFILLRESPONSE']._serialized_end=4119
+  _globals['_LISTBACKFILLSREQUEST']._serialized_start=4121
+  _globals['_LISTBACKFILLSREQUEST']._serialized_end=4200
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_start=4202
+  _globals['_LISTBACKFILLSRESPONSE']._serialized_end=4314
+  _globals['_CANCELBACKFILLREQUEST']._serialized_start=4316
+  _globals['_CANCELBACKFILLREQUEST']._serialized_end=4360
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_start=4362
+  _globals['_CANCELBACKFILLRESPONSE']._serialized_end=4449
+  _globals['_SCHEDULERSERVICE']._serialized_start=4452
+  _globals['_SCHEDULERSERVICE']._serialized_end=7070
 # @@protoc_insertion_point(module_scope)

@@ -86,6 +86,56 @@ class SchedulerServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsResponse.FromString,
                 _registered_method=True)
+        self.UpdatePipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/UpdatePipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineResponse.FromString,
+                _registered_method=True)
+        self.DeletePipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/DeletePipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineResponse.FromString,
+                _registered_method=True)
+        self.ValidatePipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/ValidatePipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineResponse.FromString,
+                _registered_method=True)
+        self.PausePipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/PausePipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineResponse.FromString,
+                _registered_method=True)
+        self.UnpausePipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/UnpausePipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineResponse.FromString,
+                _registered_method=True)
+        self.ListStageLogs = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/ListStageLogs',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsResponse.FromString,
+                _registered_method=True)
+        self.BackfillPipeline = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/BackfillPipeline',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineResponse.FromString,
+                _registered_method=True)
+        self.GetBackfill = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/GetBackfill',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillResponse.FromString,
+                _registered_method=True)
+        self.ListBackfills = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/ListBackfills',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsResponse.FromString,
+                _registered_method=True)
+        self.CancelBackfill = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/CancelBackfill',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -172,6 +222,84 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdatePipeline(self, request, context):
+        """UpdatePipeline validates a new spec for an existing pipeline and stores it
+        as the next version. Runs already created keep the version they started
+        with. NOT_FOUND if the pipeline does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePipeline(self, request, context):
+        """DeletePipeline deletes a pipeline with all its versions, runs, backfills and
+        watermarks. FAILED_PRECONDITION (PIPELINE_HAS_ACTIVE_RUNS) while a run of it
+        is unfinished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ValidatePipeline(self, request, context):
+        """ValidatePipeline checks a spec without storing anything and returns its
+        plan, or the list of its problems.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PausePipeline(self, request, context):
+        """PausePipeline stops the pipeline's schedule from creating runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnpausePipeline(self, request, context):
+        """UnpausePipeline lets the pipeline's schedule create runs again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStageLogs(self, request, context):
+        """ListStageLogs returns the log lines of a stage attempt, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BackfillPipeline(self, request, context):
+        """BackfillPipeline runs a pipeline once per scheduled interval of a date range.
+        The pipeline must have a schedule. INVALID_ARGUMENT for an empty range.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBackfill(self, request, context):
+        """GetBackfill returns a backfill and the progress of its runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBackfills(self, request, context):
+        """ListBackfills lists backfills, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBackfill(self, request, context):
+        """CancelBackfill stops a backfill from creating runs and cancels its
+        unfinished runs. FAILED_PRECONDITION (BACKFILL_ALREADY_FINISHED) if it had
+        already finished.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +352,56 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.ListConnections,
                     request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsResponse.SerializeToString,
+            ),
+            'UpdatePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineResponse.SerializeToString,
+            ),
+            'DeletePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineResponse.SerializeToString,
+            ),
+            'ValidatePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.ValidatePipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineResponse.SerializeToString,
+            ),
+            'PausePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PausePipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineResponse.SerializeToString,
+            ),
+            'UnpausePipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnpausePipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineResponse.SerializeToString,
+            ),
+            'ListStageLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStageLogs,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsResponse.SerializeToString,
+            ),
+            'BackfillPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.BackfillPipeline,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineResponse.SerializeToString,
+            ),
+            'GetBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBackfill,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillResponse.SerializeToString,
+            ),
+            'ListBackfills': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBackfills,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsResponse.SerializeToString,
+            ),
+            'CancelBackfill': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBackfill,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -498,6 +676,276 @@ class SchedulerService:
             '/datadog_platform.api.scheduler.v1.SchedulerService/ListConnections',
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsRequest.SerializeToString,
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListConnectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/UpdatePipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UpdatePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/DeletePipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DeletePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ValidatePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/ValidatePipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ValidatePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PausePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/PausePipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.PausePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnpausePipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/UnpausePipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.UnpausePipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStageLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/ListStageLogs',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListStageLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BackfillPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/BackfillPipeline',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.BackfillPipelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/GetBackfill',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetBackfillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBackfills(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/ListBackfills',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListBackfillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBackfill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/CancelBackfill',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.FromString,
             options,
             channel_credentials,
             insecure,
