@@ -8,8 +8,10 @@ its own adapter. Nothing here imports grpc.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from datadog_platform.api.common.v1 import step_pb2
 
@@ -22,6 +24,8 @@ class StageTask:
     stage_id: str
     attempt: int
     steps: Sequence[step_pb2.Step]
+    #: Deadline of the attempt in seconds (None: the dispatcher's default).
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class TaskSucceeded:
 
     metrics: TaskMetrics
     outputs: tuple[StageOutput, ...]
+    #: New watermark values by step name (steps keeping one that saw rows).
+    watermarks: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,4 +82,30 @@ class TaskFailed:
     metrics: TaskMetrics = field(default_factory=TaskMetrics)
 
 
-TaskEvent = TaskStarted | TaskProgress | TaskSucceeded | TaskFailed
+class LogLevel(enum.StrEnum):
+    """Severity of a stage log line."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One log line of a stage attempt (``step`` empty: about the whole stage)."""
+
+    time: datetime
+    level: LogLevel
+    message: str
+    step: str = ""
+
+
+@dataclass(frozen=True)
+class TaskLog:
+    """Log lines of the attempt, in order."""
+
+    lines: tuple[LogLine, ...]
+
+
+TaskEvent = TaskStarted | TaskProgress | TaskLog | TaskSucceeded | TaskFailed

@@ -16,20 +16,26 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import DomainError, failed_precondition
 from datadog_platform.core.tasks import (  # noqa: F401 - re-exported for the scheduler
+    LogLevel,
+    LogLine,
     StageOutput,
     StageTask,
     TaskEvent,
     TaskFailed,
+    TaskLog,
     TaskMetrics,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
 )
+
+#: A JSON value (params are JSON: the protobuf Value mapping).
+JsonValue = Any
 
 
 class RunState(enum.StrEnum):
@@ -77,12 +83,46 @@ _TERMINAL_STAGE_STATES = frozenset(
 )
 
 
+class RunTrigger(enum.StrEnum):
+    """What created a run."""
+
+    MANUAL = "MANUAL"
+    SCHEDULE = "SCHEDULE"
+    BACKFILL = "BACKFILL"
+
+
+class BackfillState(enum.StrEnum):
+    """Life cycle of a backfill."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the backfill has reached a final state."""
+        return self is not BackfillState.RUNNING
+
+
 @dataclass(frozen=True)
 class PlannedStage:
-    """A linear chain of steps (source first, sink last) that streams end to end."""
+    """A chain of steps (source first, sink last) that streams end to end.
+
+    ``steps`` are user step names. ``artifact_inputs`` names the steps (of other
+    stages) whose output this stage reads back from the artifact store: such a
+    step is the first of ``steps`` and is replaced by an artifact source when the
+    stage is built. ``artifact_output`` names the step (the last of ``steps``)
+    whose output this stage writes to the artifact store for other stages
+    (an artifact sink is appended when the stage is built), "" for a stage ending
+    in a user sink. ``upstream``: stage ids that must succeed first.
+    """
 
     stage_id: str
     steps: tuple[str, ...]
+    upstream: tuple[str, ...] = ()
+    artifact_inputs: tuple[str, ...] = ()
+    artifact_output: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +147,12 @@ class StageRun:
     outputs: tuple[StageOutput, ...] = ()
     error_reason: str = ""
     error_message: str = ""
+    #: Stage ids that must succeed before this stage starts.
+    upstream: tuple[str, ...] = ()
+    #: While QUEUED after a failed attempt: when the next attempt is due.
+    next_attempt_time: datetime | None = None
+    #: Attempts made before the last RetryRun (the retry policy counts from there).
+    attempt_base: int = 0
 
 
 @dataclass
@@ -123,6 +169,67 @@ class Run:
     end_time: datetime | None = None
     error_message: str = ""
     request_id: str = ""
+    #: The pipeline's param defaults with the run's overrides (JSON values).
+    params: dict[str, JsonValue] = field(default_factory=dict)
+    trigger: RunTrigger = RunTrigger.MANUAL
+    #: Start of the data interval (for a manual run: its creation time).
+    logical_date: datetime | None = None
+    data_interval_start: datetime | None = None
+    data_interval_end: datetime | None = None
+    backfill_id: str = ""
+    #: Lease fencing generation (store-internal, not in the API): every write of a
+    #: run by its driver must carry the generation its lease was taken with.
+    generation: int = 0
+
+
+@dataclass
+class Backfill:
+    """A range of scheduled intervals run for a pipeline (see the proto's Backfill)."""
+
+    backfill_id: str
+    pipeline: str
+    start_date: datetime
+    end_date: datetime
+    max_active_runs: int
+    only_failed: bool
+    state: BackfillState
+    create_time: datetime
+    #: The intervals' logical dates (data_interval_start), in order, fixed at creation.
+    logical_dates: tuple[datetime, ...] = ()
+    end_time: datetime | None = None
+    params: dict[str, JsonValue] = field(default_factory=dict)
+    request_id: str = ""
+    #: Counters, derived from its runs when read.
+    created_runs: int = 0
+    succeeded_runs: int = 0
+    failed_runs: int = 0
+
+
+@dataclass(frozen=True)
+class StageLogLine:
+    """A log line of one stage attempt, with its position (``seq``, from 1)."""
+
+    run_id: str
+    stage_id: str
+    attempt: int
+    seq: int
+    line: LogLine
+
+
+@dataclass
+class RunChange:
+    """What a run's driver writes in one go (one transaction, possibly with others).
+
+    ``run``: the run's own fields (always written, fenced by ``run.generation``);
+    ``stages``: stages whose fields changed; ``logs``: new log lines;
+    ``watermarks``: step → value to save for the run's pipeline (only ever with the
+    stage success that committed the rows they cover).
+    """
+
+    run: Run
+    stages: list[StageRun] = field(default_factory=list)
+    logs: list[StageLogLine] = field(default_factory=list)
+    watermarks: dict[str, str] = field(default_factory=dict)
 
 
 #: The run's error message once cancelled.
@@ -260,3 +367,22 @@ STAGE_TIMEOUT = "STAGE_TIMEOUT"
 STAGE_INCOMPLETE = "STAGE_INCOMPLETE"
 #: Stage failure: a bug in the scheduler (logged with its traceback).
 STAGE_INTERNAL_ERROR = "STAGE_INTERNAL_ERROR"
+#: Dispatch answer: every slot of the executor is busy (RESOURCE_EXHAUSTED); the
+#: scheduler backs off and dispatches the same attempt again.
+EXECUTOR_BUSY = "EXECUTOR_BUSY"
+#: Stage failure: a template of the stage's steps could not be rendered.
+TEMPLATE_ERROR = "TEMPLATE_ERROR"
+#: Stage failure / run error: the run exceeded its run_timeout.
+RUN_TIMEOUT = "RUN_TIMEOUT"
+#: DeletePipeline while a run of it is unfinished (FAILED_PRECONDITION).
+PIPELINE_HAS_ACTIVE_RUNS = "PIPELINE_HAS_ACTIVE_RUNS"
+#: BackfillPipeline of a pipeline without a schedule (FAILED_PRECONDITION).
+PIPELINE_NOT_SCHEDULED = "PIPELINE_NOT_SCHEDULED"
+#: No backfill has that id.
+BACKFILL_NOT_FOUND = "BACKFILL_NOT_FOUND"
+#: CancelBackfill of a finished backfill (FAILED_PRECONDITION).
+BACKFILL_ALREADY_FINISHED = "BACKFILL_ALREADY_FINISHED"
+#: RunPipeline/BackfillPipeline with params the pipeline does not declare.
+UNKNOWN_PARAM = "UNKNOWN_PARAM"
+#: ListStageLogs for a stage the run does not have.
+STAGE_NOT_FOUND = "STAGE_NOT_FOUND"
