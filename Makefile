@@ -44,7 +44,7 @@ buf-breaking: $(BUF)
 	  $(BUF) breaking --against '.git#ref=HEAD~1' && echo 'buf breaking: no breaking change since HEAD~1'; \
 	else echo "buf breaking: no previous commit to compare with"; fi
 
-pytest: install
+pytest: install $(BUF)
 	$(VENV)/bin/pytest -q
 
 test: lint buf-lint buf-breaking check-gen pytest
