@@ -734,7 +734,8 @@ class LiveConfig:
         finally:
             usage.users -= 1
             if usage.users == 0:
-                del self._usage[id(connection)]
+                # close() may have dropped the table while this call still ran.
+                self._usage.pop(id(connection), None)
                 if usage.retired:
                     self._spawn(close_quietly(connection))
 
