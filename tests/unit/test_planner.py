@@ -1,4 +1,4 @@
-"""Planner: linear chains source → transforms → sink become one stage each."""
+"""Planner: linear chains fuse into stages; fan-out goes through the artifact store."""
 
 from __future__ import annotations
 
@@ -17,22 +17,42 @@ from datadog_platform.scheduler.validation import pipeline_violations
 EXAMPLE = Path(__file__).parents[2] / "examples" / "csv_to_parquet.yaml"
 
 
-def source(name: str) -> dict[str, Any]:
-    return {"name": name, "source": {"file": {"path": f"{name}.csv"}}}
+def source(name: str, *, after: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"name": name, "source": {"file": {"path": f"{name}.csv"}}, "after": list(after)}
 
 
-def transform(name: str, upstream: str) -> dict[str, Any]:
-    return {"name": name, "inputs": [upstream], "transform": {"filter": {"predicate": "x > 1"}}}
+def transform(name: str, *upstream: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "inputs": list(upstream),
+        "transform": {"filter": {"predicate": "x > 1"}},
+    }
 
 
-def sink(name: str, upstream: str) -> dict[str, Any]:
-    return {"name": name, "inputs": [upstream], "sink": {"file": {"path": f"{name}.parquet"}}}
+def sink(name: str, upstream: str, *, after: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "name": name,
+        "inputs": [upstream],
+        "sink": {"file": {"path": f"{name}.parquet"}},
+        "after": list(after),
+    }
 
 
 def spec(*steps: dict[str, Any]) -> pipeline_pb2.Pipeline:
     pipeline = ParseDict({"name": "p", "steps": list(steps)}, pipeline_pb2.Pipeline())
     assert pipeline_violations(pipeline) == []
     return pipeline
+
+
+def unchecked(*steps: dict[str, Any]) -> pipeline_pb2.Pipeline:
+    return ParseDict({"name": "p", "steps": list(steps)}, pipeline_pb2.Pipeline())
+
+
+def assert_topological(stages: tuple[PlannedStage, ...]) -> None:
+    seen: set[str] = set()
+    for stage in stages:
+        assert set(stage.upstream) <= seen, f"{stage.stage_id} before {stage.upstream}"
+        seen.add(stage.stage_id)
 
 
 def test_the_example_is_one_stage_named_after_its_sink() -> None:
@@ -65,15 +85,160 @@ def test_independent_chains_are_separate_stages_in_sink_order() -> None:
     )
 
 
+def test_a_fanned_out_source_is_materialised_once_and_read_back_by_each_consumer() -> None:
+    pipeline = spec(source("src"), sink("one", "src"), transform("big", "src"), sink("two", "big"))
+    assert plan_pipeline(pipeline) == (
+        PlannedStage("src", ("src",), artifact_output="src"),
+        PlannedStage("one", ("src", "one"), upstream=("src",), artifact_inputs=("src",)),
+        PlannedStage("two", ("src", "big", "two"), upstream=("src",), artifact_inputs=("src",)),
+    )
+
+
+def test_a_fanned_out_transform_ends_the_chain_that_computes_it() -> None:
+    pipeline = spec(
+        source("src"),
+        transform("clean", "src"),
+        transform("shared", "clean"),
+        sink("a", "shared"),
+        sink("b", "shared"),
+        sink("c", "shared"),
+    )
+    stages = plan_pipeline(pipeline)
+    assert stages[0] == PlannedStage("shared", ("src", "clean", "shared"), artifact_output="shared")
+    assert stages[1:] == tuple(
+        PlannedStage(name, ("shared", name), upstream=("shared",), artifact_inputs=("shared",))
+        for name in ("a", "b", "c")
+    )
+
+
+def test_a_consumer_of_a_fan_out_may_fan_out_again() -> None:
+    pipeline = spec(
+        source("src"),
+        sink("raw", "src"),
+        transform("mid", "src"),
+        sink("x", "mid"),
+        sink("y", "mid"),
+    )
+    stages = {s.stage_id: s for s in plan_pipeline(pipeline)}
+    assert stages["mid"] == PlannedStage(
+        "mid",
+        ("src", "mid"),
+        upstream=("src",),
+        artifact_inputs=("src",),
+        artifact_output="mid",
+    )
+    assert stages["x"].upstream == ("mid",)
+    assert stages["x"].steps == ("mid", "x")
+
+
+def test_after_adds_the_waited_steps_stage_upstream() -> None:
+    pipeline = spec(
+        source("dims"),
+        sink("dims_out", "dims"),
+        source("facts", after=("dims_out",)),
+        sink("facts_out", "facts"),
+    )
+    assert plan_pipeline(pipeline) == (
+        PlannedStage("dims_out", ("dims", "dims_out")),
+        PlannedStage("facts_out", ("facts", "facts_out"), upstream=("dims_out",)),
+    )
+
+
+def test_after_a_step_in_the_middle_of_a_chain_waits_for_its_whole_stage() -> None:
+    pipeline = spec(
+        source("a"),
+        transform("a2", "a"),
+        sink("a_out", "a2"),
+        source("b"),
+        sink("b_out", "b", after=("a2",)),
+    )
+    stages = {s.stage_id: s for s in plan_pipeline(pipeline)}
+    assert stages["b_out"].upstream == ("a_out",)
+
+
+def test_after_a_step_of_the_same_stage_is_satisfied_by_the_stage_itself() -> None:
+    pipeline = spec(source("a"), sink("out", "a", after=("a",)))
+    assert plan_pipeline(pipeline) == (PlannedStage("out", ("a", "out")),)
+
+
+def test_stages_come_in_topological_order_whatever_the_spec_order() -> None:
+    pipeline = spec(
+        sink("late", "src2", after=("early",)),
+        source("src2", after=("t",)),
+        sink("early", "t"),
+        sink("other", "src"),
+        transform("t", "src"),
+        source("src"),
+    )
+    stages = plan_pipeline(pipeline)
+    assert_topological(stages)
+    assert [s.stage_id for s in stages] == ["src", "early", "late", "other"]
+    late = next(s for s in stages if s.stage_id == "late")
+    # "after" on the source of the stage ("t") and on its sink ("early").
+    assert set(late.upstream) == {"early"}
+
+
+def test_a_wide_fan_out_with_a_join_by_after() -> None:
+    steps = [source("root"), sink("root_out", "root")]
+    for i in range(200):
+        steps += [source(f"s{i}", after=("root_out",)), sink(f"o{i}", f"s{i}")]
+    steps += [source("join", after=tuple(f"o{i}" for i in range(200))), sink("done", "join")]
+    stages = plan_pipeline(spec(*steps))
+    assert len(stages) == 202
+    assert_topological(stages)
+    assert stages[0].stage_id == "root_out"
+    assert stages[-1].stage_id == "done"
+    assert len(stages[-1].upstream) == 200
+
+
+def test_fan_in_is_planned_through_artifacts_though_validation_refuses_it_for_now() -> None:
+    pipeline = unchecked(
+        source("a"),
+        source("b"),
+        transform("joined", "a", "b"),
+        sink("out", "joined"),
+    )
+    assert pipeline_violations(pipeline) != []
+    assert plan_pipeline(pipeline) == (
+        PlannedStage("a", ("a",), artifact_output="a"),
+        PlannedStage("b", ("b",), artifact_output="b"),
+        PlannedStage(
+            "out",
+            ("a", "b", "joined", "out"),
+            upstream=("a", "b"),
+            artifact_inputs=("a", "b"),
+        ),
+    )
+
+
+def test_a_cycle_of_stages_through_after_names_the_after_entry() -> None:
+    # Steps are acyclic (a -> b, a -> c, c -> b) but stages are not: "b" (stage of
+    # a and b) waits for c's stage, which waits for a's stage.
+    pipeline = unchecked(
+        source("a"),
+        sink("b", "a", after=("c_out",)),
+        source("c", after=("a",)),
+        sink("c_out", "c"),
+    )
+    with pytest.raises(PlanError) as raised:
+        plan_pipeline(pipeline)
+    assert raised.value.step in ("b", "c")
+    assert raised.value.after in ("c_out", "a")
+    assert "cycle" in str(raised.value)
+
+
 @pytest.mark.parametrize(
     "steps",
     [
         [source("a")],
         [transform("t", "t"), sink("out", "t")],
         [sink("out", "missing")],
+        [source("a"), sink("out", "a"), sink("again", "out")],
+        [source("a"), sink("out", "a", after=("ghost",))],
+        [source("a"), source("a"), sink("out", "a")],
+        [{"name": "a"}, sink("out", "a")],
     ],
 )
 def test_unplannable_pipelines_raise(steps: list[dict[str, Any]]) -> None:
-    pipeline = ParseDict({"name": "p", "steps": steps}, pipeline_pb2.Pipeline())
     with pytest.raises(PlanError):
-        plan_pipeline(pipeline)
+        plan_pipeline(unchecked(*steps))

@@ -141,11 +141,6 @@ def test_a_minimal_linear_pipeline_is_valid() -> None:
             "cannot be inferred",
         ),
         (
-            spec(SOURCE, FILTER, SINK, with_(SINK, name="out2")),
-            "pipeline.steps[1]",
-            "fan-out is not supported yet",
-        ),
-        (
             spec(SOURCE, with_(SOURCE, name="more"), with_(SINK, inputs=["orders", "more"])),
             "pipeline.steps[2].inputs",
             "fan-in) are not supported yet",
@@ -637,8 +632,8 @@ def test_a_step_of_each_problem_kind_reports_each_problem_once() -> None:
 def test_kinds_are_named_when_none_is_set() -> None:
     pipeline = spec(with_(SOURCE, source={}), FILTER, with_(SINK, sink={}))
     assert problems(pipeline) == [
-        (S0, "must set a kind of source (file, database, rest or artifact)"),
-        (S2, "must set a kind of sink (file, database, rest or artifact)"),
+        (S0, "must set a kind of source (file, database, rest, artifact or inline)"),
+        (S2, "must set a kind of sink (file, database, rest, artifact or discard)"),
     ]
 
 
@@ -717,3 +712,279 @@ def test_several_retry_problems_yield_several_violations() -> None:
     with pytest.raises(DomainError) as raised:
         check_pipeline(pipeline)
     assert raised.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+# --- issue 4: fan-out, after, params, schedules, limits, watermarks, templates -------------
+
+INLINE = {"name": "orders", "source": {"inline": {"rows": [{"amount": 1}, {"amount": 200}]}}}
+DISCARD = {"name": "out", "inputs": ["big"], "sink": {"discard": {}}}
+
+
+def test_fan_out_is_valid() -> None:
+    pipeline = spec(SOURCE, FILTER, SINK, with_(SINK, name="raw", inputs=["orders"]))
+    assert pipeline_violations(pipeline) == []
+    pipeline = spec(SOURCE, FILTER, SINK, with_(SINK, name="out2"))
+    assert pipeline_violations(pipeline) == []
+
+
+def test_fan_in_is_still_refused_with_a_hint_at_after() -> None:
+    pipeline = spec(SOURCE, with_(SOURCE, name="more"), with_(SINK, inputs=["orders", "more"]))
+    violations = [v for v in pipeline_violations(pipeline) if v.field == "pipeline.steps[2].inputs"]
+    assert len(violations) == 1
+    assert "no transform combines several inputs" in violations[0].description
+    assert "after" in violations[0].description
+
+
+def test_inline_sources_and_discard_sinks_are_valid() -> None:
+    assert pipeline_violations(spec(INLINE, FILTER, DISCARD)) == []
+    assert pipeline_violations(spec(with_(INLINE, source={"inline": {}}), FILTER, DISCARD)) == []
+
+
+def test_after_lists_are_valid_across_and_within_stages() -> None:
+    pipeline = spec(
+        SOURCE,
+        with_(FILTER, after=["orders"]),  # same stage: satisfied by the stage itself
+        with_(SINK, after=["dims_out"]),
+        with_(SOURCE, name="dims"),
+        with_(SINK, name="dims_out", inputs=["dims"]),
+    )
+    assert pipeline_violations(pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("after", "words"),
+    [
+        (["ghost"], '"ghost" names no step'),
+        (["out"], "cannot wait for itself"),
+        (["orders", "ghost"], '"ghost" names no step'),
+    ],
+)
+def test_bad_after_entries(after: list[str], words: str) -> None:
+    violations = pipeline_violations(spec(SOURCE, FILTER, with_(SINK, after=after)))
+    assert fields(violations) == [f"pipeline.steps[2].after[{len(after) - 1}]"]
+    assert words in violations[0].description
+
+
+def test_a_cycle_through_after_names_its_steps() -> None:
+    pipeline = spec(
+        with_(SOURCE, after=["out"]),  # the source waits for its own sink
+        FILTER,
+        SINK,
+    )
+    cycles = [v for v in pipeline_violations(pipeline) if "cycle" in v.description]
+    assert cycles == [
+        FieldViolation(
+            "pipeline.steps[0].after[0]", "steps form a cycle: orders -> big -> out -> orders"
+        )
+    ]
+
+
+def test_a_cycle_of_stages_through_after_is_reported_on_the_after_entry() -> None:
+    # No cycle between steps, but the stage (orders, big, out) waits for the stage of
+    # "late", which waits for "orders".
+    pipeline = spec(
+        SOURCE,
+        FILTER,
+        with_(SINK, after=["late_out"]),
+        with_(SOURCE, name="late", after=["orders"]),
+        with_(SINK, name="late_out", inputs=["late"]),
+    )
+    violations = pipeline_violations(pipeline)
+    assert len(violations) == 1, violations
+    assert violations[0].field in ("pipeline.steps[2].after[0]", "pipeline.steps[3].after[0]")
+    assert "cycle" in violations[0].description
+
+
+def test_param_names_must_be_identifiers() -> None:
+    pipeline = spec(SOURCE, FILTER, SINK)
+    for name in ("min_amount", "_x", "A1", "bad-name", "1st", "has space"):
+        pipeline.params[name].number_value = 1
+    assert fields(pipeline_violations(pipeline)) == [
+        'pipeline.params["1st"]',
+        'pipeline.params["bad-name"]',
+        'pipeline.params["has space"]',
+    ]
+
+
+@pytest.mark.parametrize(
+    ("schedule", "field", "words"),
+    [
+        ({"cron": ""}, "pipeline.schedule.cron", "required"),
+        ({"cron": "61 * * * *"}, "pipeline.schedule.cron", ""),
+        ({"cron": "@sometimes"}, "pipeline.schedule.cron", ""),
+        ({"cron": "0 2 * * *", "timezone": "Mars/Olympus"}, "pipeline.schedule.timezone", ""),
+        (
+            {
+                "cron": "@daily",
+                "startTime": "2024-02-01T00:00:00Z",
+                "endTime": "2024-01-01T00:00:00Z",
+            },
+            "pipeline.schedule.end_time",
+            "after start_time",
+        ),
+        (
+            {
+                "cron": "@daily",
+                "startTime": "2024-01-01T00:00:00Z",
+                "endTime": "2024-01-01T00:00:00Z",
+            },
+            "pipeline.schedule.end_time",
+            "after start_time",
+        ),
+    ],
+)
+def test_bad_schedules(schedule: dict[str, Any], field: str, words: str) -> None:
+    pipeline = spec(SOURCE, FILTER, SINK)
+    ParseDict(schedule, pipeline.schedule)
+    violations = pipeline_violations(pipeline)
+    assert fields(violations) == [field]
+    assert words in violations[0].description
+
+
+def test_good_schedules() -> None:
+    for schedule in (
+        {"cron": "0 2 * * *", "timezone": "Europe/Paris", "catchup": True},
+        {"cron": "@hourly"},
+        {"cron": "*/15 * * * 1-5", "startTime": "2024-01-01T00:00:00Z"},
+    ):
+        pipeline = spec(SOURCE, FILTER, SINK)
+        ParseDict(schedule, pipeline.schedule)
+        assert pipeline_violations(pipeline) == [], schedule
+
+
+def test_limits_and_timeouts() -> None:
+    pipeline = spec(SOURCE, with_(FILTER, timeout="0s"), with_(SINK, timeout="-1s"))
+    pipeline.max_active_runs = -1
+    pipeline.max_active_tasks = -2
+    pipeline.run_timeout.seconds = 0
+    assert fields(pipeline_violations(pipeline)) == [
+        "pipeline.steps[1].timeout",
+        "pipeline.steps[2].timeout",
+        "pipeline.max_active_runs",
+        "pipeline.max_active_tasks",
+        "pipeline.run_timeout",
+    ]
+    fine = spec(SOURCE, with_(FILTER, timeout="0.5s"), SINK)
+    fine.max_active_runs = 0
+    fine.max_active_tasks = 4
+    fine.run_timeout.seconds = 3600
+    assert pipeline_violations(fine) == []
+
+
+def test_a_watermark_needs_a_column() -> None:
+    pipeline = spec(with_(SOURCE, watermark={"column": " ", "initial": "0"}), FILTER, SINK)
+    assert fields(pipeline_violations(pipeline)) == ["pipeline.steps[0].watermark.column"]
+    # On a sink it is the maximum of what the sink received.
+    assert pipeline_violations(spec(SOURCE, FILTER, with_(SINK, watermark={"column": "x"}))) == []
+
+
+def test_a_watermark_before_a_fan_out_is_refused() -> None:
+    pipeline = spec(
+        with_(SOURCE, watermark={"column": "ts"}),
+        FILTER,
+        SINK,
+        with_(SINK, name="raw", inputs=["orders"]),
+    )
+    violations = pipeline_violations(pipeline)
+    assert fields(violations) == ["pipeline.steps[0].watermark"]
+    assert "fan-out" in violations[0].description
+
+
+def db_source(query: str, **step: Any) -> dict[str, Any]:
+    return with_(SOURCE, source={"database": {"connection": "w", "query": query}}, **step)
+
+
+def test_templates_that_use_known_names_are_valid() -> None:
+    pipeline = spec(
+        db_source(
+            "SELECT * FROM t WHERE ts >= '{{ data_interval_start }}' AND ts < "
+            "'{{ data_interval_end }}' AND day = '{{ ds }}' AND n > {{ params.n }}"
+            " AND u > '{{ watermark }}' AND run = '{{ run_id }}' -- {{ logical_date }}",
+            watermark={"column": "u", "initial": "1970-01-01"},
+        ),
+        with_(FILTER, transform={"filter": {"predicate": "amount > {{ params['n'] }}"}}),
+        with_(
+            SINK,
+            sink={"file": {"path": "out/{{ ds }}/{{ watermarks.orders | default('x') }}.parquet"}},
+        ),
+    )
+    pipeline.params["n"].number_value = 100
+    assert pipeline_violations(pipeline) == []
+
+
+def test_templated_values_are_checked_once_rendered_not_as_text() -> None:
+    # Neither the predicate nor the table nor the path is valid as text.
+    pipeline = spec(
+        with_(SOURCE, source={"database": {"connection": "w", "table": "{{ params.table }}"}}),
+        with_(FILTER, transform={"filter": {"predicate": "{{ params.predicate }}"}}),
+        with_(SINK, sink={"file": {"path": "{{ params.target }}"}}),
+    )
+    for name in ("table", "predicate", "target"):
+        pipeline.params[name].string_value = "x"
+    assert pipeline_violations(pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("{{ params.missing }}", 'unknown param "missing" (declared: n)'),
+        ("{{ params['missing'] }}", 'unknown param "missing"'),
+        ("{{ nope }}", 'unknown name "nope"'),
+        ("{{ watermark }}", '"watermark" is only defined in a step that keeps a watermark'),
+        ("{{ watermarks.big }}", 'step "big" keeps no watermark'),
+        ("{{ ds", "template syntax error"),
+        ("{% if %}", "template syntax error"),
+        ("{{ ds | no_such_filter }}", "template syntax error: No filter named 'no_such_filter'"),
+        ("{{ ''.__class__ }}", 'private attribute "__class__"'),
+        ("{% macro m() %}x{% endmacro %}", "{% macro %} is not allowed"),
+        ("{% include 'x' %}", "{% include %} is not allowed"),
+    ],
+)
+def test_each_template_problem_is_a_violation_on_its_field(template: str, words: str) -> None:
+    pipeline = spec(db_source(f"SELECT '{template}'"), FILTER, SINK)
+    pipeline.params["n"].number_value = 1
+    violations = pipeline_violations(pipeline)
+    assert fields(violations) == ["pipeline.steps[0].source.database.query"], violations
+    assert words in violations[0].description
+
+
+def test_templates_in_maps_lists_and_inline_rows_are_checked() -> None:
+    pipeline = spec(
+        with_(
+            SOURCE,
+            source={
+                "rest": {
+                    "connection": "api",
+                    "headers": {"X-Day": "{{ dayz }}"},
+                    "query": {"since": "{{ ds }}"},
+                }
+            },
+        ),
+        FILTER,
+        with_(
+            SINK,
+            sink={
+                "file": {
+                    "path": "o/",
+                    "format": "FILE_FORMAT_PARQUET",
+                    "partitionBy": ["{{ bad }}"],
+                }
+            },
+        ),
+        with_(INLINE, name="seed"),
+        {"name": "seed_out", "inputs": ["seed"], "sink": {"discard": {}}},
+    )
+    pipeline.steps[3].source.inline.rows[0].update({"day": "{{ ds }}", "x": ["{{ oops }}"]})
+    assert fields(pipeline_violations(pipeline)) == [
+        'pipeline.steps[0].source.rest.headers["X-Day"]',
+        "pipeline.steps[2].sink.file.partition_by[0]",
+        'pipeline.steps[3].source.inline.rows[0]["x"][0]',
+    ]
+
+
+def test_check_pipeline_lists_template_violations() -> None:
+    pipeline = spec(db_source("SELECT {{ params.x }}"), FILTER, SINK)
+    with pytest.raises(DomainError) as raised:
+        check_pipeline(pipeline)
+    assert raised.value.violations[0].field == "pipeline.steps[0].source.database.query"
+    assert 'unknown param "x"' in raised.value.message

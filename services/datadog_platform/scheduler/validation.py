@@ -3,6 +3,10 @@
 Validation collects all problems instead of stopping at the first, so a user fixes a
 spec in one round trip. Field paths follow the request, e.g.
 ``pipeline.steps[2].inputs[0]`` or ``pipeline.steps[1].transform.filter.predicate``.
+
+A templated string field (``{{ ... }}``, see :mod:`templating`) is checked as a
+template here; its value is checked once rendered, when its stage is dispatched
+(:func:`rendered_step_violations`).
 """
 
 from __future__ import annotations
@@ -14,18 +18,27 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 
+from google.protobuf import duration_pb2
+
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
 from datadog_platform.core.expressions import predicate_problem
 from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
 from datadog_platform.scheduler.domain import INVALID_PIPELINE_SPEC, INVALID_REQUEST
+from datadog_platform.scheduler.planner import PlanError, plan_pipeline
 from datadog_platform.scheduler.retry import MAX_ATTEMPTS_LIMIT
+from datadog_platform.scheduler.templating import (
+    param_name_problem,
+    step_template_violations,
+    template_fields,
+)
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
 NAME_RULE = "must start with a letter and contain only letters, digits, '_' and '-' (at most 128)"
 LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
-MAX_STEPS = 1000
+# Room for wide DAGs: 1,000 parallel two-step stages between a root and a join.
+MAX_STEPS = 10_000
 MAX_DESCRIPTION_CHARS = 4096
 MAX_TAG_CHARS = 64
 MAX_LABEL_VALUE_CHARS = 256
@@ -108,6 +121,10 @@ def pipeline_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]
         return violations
     all_names = _index_of_all(steps)
     index_of: dict[str, int] = {}
+    param_names = frozenset(pipeline.params)
+    watermarks = frozenset(s.name for s in steps if s.HasField("watermark"))
+    # Problems of the step graph itself: with none, the pipeline can be planned.
+    structural = 0
     for i, step in enumerate(steps):
         path = f"pipeline.steps[{i}]"
         name_problems = _name_violations(f"{path}.name", step.name)
@@ -120,15 +137,153 @@ def pipeline_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]
                         f'duplicate step name "{step.name}" (also steps[{index_of[step.name]}])',
                     )
                 )
+                structural += 1
             else:
                 index_of[step.name] = i
-        violations += _kind_violations(path, step)
+        structural += len(name_problems) + (step.WhichOneof("kind") is None)
+        templated = {f"{path}.{field}" for field, _ in template_fields(step)}
+        violations += _untemplated(_kind_violations(path, step), templated)
+        violations += step_template_violations(
+            path, step, params=param_names, watermarks=watermarks
+        )
         if step.HasField("retry"):
             violations += _retry_violations(f"{path}.retry", step.retry)
-        violations += _input_violations(path, step, steps, all_names)
-    violations += _graph_violations(steps)
+        link_problems = _input_violations(path, step, steps, all_names)
+        link_problems += _after_violations(path, step, all_names)
+        violations += link_problems
+        structural += len(link_problems)
+        if step.HasField("timeout"):
+            violations += _positive_duration_violations(f"{path}.timeout", step.timeout)
+        if step.HasField("watermark") and not step.watermark.column.strip():
+            violations.append(FieldViolation(f"{path}.watermark.column", "is required"))
+    graph_problems = _graph_violations(steps)
+    violations += graph_problems
+    if not structural and not graph_problems:
+        # Only a sound step graph can be planned; the plan shows the stage-level problems.
+        violations += _plan_violations(pipeline)
     if pipeline.HasField("default_retry"):
         violations += _retry_violations("pipeline.default_retry", pipeline.default_retry)
+    violations += _param_violations(pipeline)
+    if pipeline.HasField("schedule"):
+        violations += _schedule_violations("pipeline.schedule", pipeline.schedule)
+    for name in ("max_active_runs", "max_active_tasks"):
+        if getattr(pipeline, name) < 0:
+            violations.append(
+                FieldViolation(f"pipeline.{name}", "must not be negative (0 means no limit)")
+            )
+    if pipeline.HasField("run_timeout"):
+        violations += _positive_duration_violations("pipeline.run_timeout", pipeline.run_timeout)
+    return violations
+
+
+def step_violations(path: str, step: step_pb2.Step) -> list[FieldViolation]:
+    """The problems of one step's source, transform or sink options (not its graph)."""
+    return _kind_violations(path, step)
+
+
+def rendered_step_violations(step: step_pb2.Step, templated: Iterable[str]) -> list[FieldViolation]:
+    """The problems of a rendered step's formerly templated fields (paths relative to the
+    step, as :func:`templating.template_fields` gives them)."""
+    fields = {f"step.{field}" for field in templated}
+    problems = [v for v in _kind_violations("step", step) if _depends_on(v.field, fields)]
+    return [FieldViolation(v.field.removeprefix("step."), v.description) for v in problems]
+
+
+def _depends_on(field: str, templated: set[str]) -> bool:
+    """Whether a violation on ``field`` may come from a templated value: the field itself,
+    or a file's format/compression inferred from its templated path."""
+    if field in templated:
+        return True
+    parent, _, leaf = field.rpartition(".")
+    return leaf in ("format", "compression") and f"{parent}.path" in templated
+
+
+def _untemplated(violations: list[FieldViolation], templated: set[str]) -> list[FieldViolation]:
+    """Drop the violations that judge a template's text rather than its rendered value."""
+    if not templated:
+        return violations
+    return [v for v in violations if not _depends_on(v.field, templated)]
+
+
+def _after_violations(
+    path: str, step: step_pb2.Step, index_of: dict[str, int]
+) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    for j, name in enumerate(step.after):
+        field = f"{path}.after[{j}]"
+        if name == step.name:
+            violations.append(FieldViolation(field, "a step cannot wait for itself"))
+        elif name not in index_of:
+            violations.append(FieldViolation(field, f'"{name}" names no step of this pipeline'))
+    return violations
+
+
+def _positive_duration_violations(
+    path: str, duration: duration_pb2.Duration
+) -> list[FieldViolation]:
+    if duration.seconds < 0 or duration.nanos < 0 or (duration.seconds, duration.nanos) == (0, 0):
+        return [FieldViolation(path, "must be positive (leave it unset for no deadline)")]
+    return []
+
+
+def _plan_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]:
+    """Stage-level problems: "after" lists that make stages wait in a cycle, and watermarks
+    on steps whose stage ends in the artifact store."""
+    index_of = _index_of_all(pipeline.steps)
+    try:
+        stages = plan_pipeline(pipeline)
+    except PlanError as exc:
+        if exc.step in index_of:
+            i = index_of[exc.step]
+            j = list(pipeline.steps[i].after).index(exc.after)
+            return [FieldViolation(f"pipeline.steps[{i}].after[{j}]", str(exc))]
+        return [FieldViolation("pipeline.steps", str(exc))]
+    violations: list[FieldViolation] = []
+    for stage in stages:
+        if not stage.artifact_output:
+            continue
+        for name in stage.steps[len(stage.artifact_inputs) :]:
+            i = index_of[name]
+            if pipeline.steps[i].HasField("watermark"):
+                violations.append(
+                    FieldViolation(
+                        f"pipeline.steps[{i}].watermark",
+                        f'the stage of step "{name}" ends by storing "{stage.artifact_output}" '
+                        "for several steps (fan-out), before any sink commits: keep the "
+                        "watermark on a step after the fan-out, whose stage ends in a sink",
+                    )
+                )
+    return violations
+
+
+def _param_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+    for name in sorted(pipeline.params):
+        problem = param_name_problem(name)
+        if problem is not None:
+            violations.append(FieldViolation(f"pipeline.params[{json.dumps(name)}]", problem))
+    return violations
+
+
+def _schedule_violations(path: str, schedule: pipeline_pb2.Schedule) -> list[FieldViolation]:
+    # Imported here: the cron module depends on nothing of validation, and keeping the
+    # import local keeps this module importable on its own.
+    from datadog_platform.scheduler.cron import CronError, parse_schedule
+
+    violations: list[FieldViolation] = []
+    if not schedule.cron.strip():
+        violations.append(FieldViolation(f"{path}.cron", "is required"))
+    else:
+        try:
+            parse_schedule(schedule.cron, schedule.timezone)
+        except CronError as exc:
+            field = exc.field if exc.field in ("cron", "timezone") else "cron"
+            violations.append(FieldViolation(f"{path}.{field}", exc.message))
+    if schedule.HasField("start_time") and schedule.HasField("end_time"):
+        start = (schedule.start_time.seconds, schedule.start_time.nanos)
+        end = (schedule.end_time.seconds, schedule.end_time.nanos)
+        if end <= start:
+            violations.append(FieldViolation(f"{path}.end_time", "must be after start_time"))
     return violations
 
 
@@ -229,7 +384,9 @@ def _source_violations(path: str, source: step_pb2.SourceSpec) -> list[FieldViol
     kind = source.WhichOneof("kind")
     if kind is None:
         return [
-            FieldViolation(path, "must set a kind of source (file, database, rest or artifact)")
+            FieldViolation(
+                path, "must set a kind of source (file, database, rest, artifact or inline)"
+            )
         ]
     path = f"{path}.{kind}"
     if kind == "file":
@@ -238,13 +395,21 @@ def _source_violations(path: str, source: step_pb2.SourceSpec) -> list[FieldViol
         return _database_source_violations(path, source.database)
     if kind == "rest":
         return _rest_source_violations(path, source.rest)
+    if kind == "inline":
+        # Rows are Struct messages, so each is a JSON object by construction; their
+        # columns and types are the executor's to infer.
+        return []
     return _artifact_violations(path, source.artifact.key)
 
 
 def _sink_violations(path: str, sink: step_pb2.SinkSpec) -> list[FieldViolation]:
     kind = sink.WhichOneof("kind")
     if kind is None:
-        return [FieldViolation(path, "must set a kind of sink (file, database, rest or artifact)")]
+        return [
+            FieldViolation(
+                path, "must set a kind of sink (file, database, rest, artifact or discard)"
+            )
+        ]
     path = f"{path}.{kind}"
     if kind == "file":
         return _file_sink_violations(path, sink.file)
@@ -252,6 +417,8 @@ def _sink_violations(path: str, sink: step_pb2.SinkSpec) -> list[FieldViolation]
         return _database_sink_violations(path, sink.database)
     if kind == "rest":
         return _rest_sink_violations(path, sink.rest)
+    if kind == "discard":
+        return []  # nothing to configure
     return _artifact_violations(path, sink.artifact.key)
 
 
@@ -641,7 +808,8 @@ def _input_violations(
                 FieldViolation(
                     f"{path}.inputs",
                     f"a {kind} takes exactly one input: several inputs (fan-in) "
-                    "are not supported yet",
+                    "are not supported yet, as no transform combines several inputs; "
+                    "to only wait for other steps, list them in after",
                 )
             )
     for j, name in enumerate(inputs):
@@ -657,27 +825,26 @@ def _input_violations(
 
 
 def _graph_violations(steps: Sequence[step_pb2.Step]) -> list[FieldViolation]:
-    """Fan-out, cycles and outputs that flow nowhere."""
+    """Cycles (over inputs and after lists) and outputs that flow nowhere.
+
+    Fan-out is fine: the planner materialises a shared output in the artifact store.
+    """
     index_of = _index_of_all(steps)
     consumers: dict[int, list[int]] = defaultdict(list)  # producer -> consumers (data flow)
+    edges: dict[int, list[int]] = defaultdict(list)  # before -> after (data flow and after)
     for i, step in enumerate(steps):
         for name in dict.fromkeys(step.inputs):  # a repeated input is one edge
             if name in index_of:
                 consumers[index_of[name]].append(i)
+                edges[index_of[name]].append(i)
+        for name in dict.fromkeys(step.after):
+            if name in index_of and name != step.name and i not in edges[index_of[name]]:
+                edges[index_of[name]].append(i)
     violations: list[FieldViolation] = []
     for i, step in enumerate(steps):
         users = consumers.get(i, [])
         kind = step.WhichOneof("kind")
-        if len(users) > 1:
-            names = ", ".join(f'"{steps[u].name}"' for u in users)
-            violations.append(
-                FieldViolation(
-                    f"pipeline.steps[{i}]",
-                    f'step "{step.name}" is consumed by several steps ({names}): '
-                    "fan-out is not supported yet",
-                )
-            )
-        elif not users and kind in ("source", "transform") and index_of.get(step.name) == i:
+        if not users and kind in ("source", "transform") and index_of.get(step.name) == i:
             # Only dead ends are reported: every step upstream of one is fixed with it.
             violations.append(
                 FieldViolation(
@@ -686,12 +853,18 @@ def _graph_violations(steps: Sequence[step_pb2.Step]) -> list[FieldViolation]:
                     "(no step consumes it)",
                 )
             )
-    for cycle in _cycles(len(steps), consumers):
+    for cycle in _cycles(len(steps), edges):
         first = cycle[0]
-        j = list(steps[first].inputs).index(steps[cycle[-1]].name)
+        before = steps[cycle[-1]].name
+        inputs = list(steps[first].inputs)
+        field = (
+            f"inputs[{inputs.index(before)}]"
+            if before in inputs
+            else f"after[{list(steps[first].after).index(before)}]"
+        )
         names = " -> ".join(steps[i].name for i in [*cycle, first])
         violations.append(
-            FieldViolation(f"pipeline.steps[{first}].inputs[{j}]", f"steps form a cycle: {names}")
+            FieldViolation(f"pipeline.steps[{first}].{field}", f"steps form a cycle: {names}")
         )
     return violations
 
