@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pytest
 import structlog
+from google.protobuf import json_format
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode, not_found, unavailable
+from datadog_platform.core.tasks import LogLevel
 from datadog_platform.executor.stage import (
     INVALID_STAGE,
     SourceStream,
     StageRunner,
     StageTask,
     TaskFailed,
+    TaskLog,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
@@ -217,7 +221,7 @@ async def test_success_streams_filtered_rows_and_reports_counts() -> None:
     assert events[0] == TaskStarted("host:1")
     done = events[-1]
     assert isinstance(done, TaskSucceeded)
-    assert all(isinstance(e, TaskProgress) for e in events[1:-1])
+    assert all(isinstance(e, TaskProgress | TaskLog) for e in events[1:-1])
     assert plane.committed is not None
     assert plane.committed.column("id").to_pylist() == list(range(0, 30, 2))
     assert plane.committed.schema == SCHEMA
@@ -296,7 +300,7 @@ async def test_unknown_column_fails_before_the_sink_is_opened() -> None:
 async def test_source_error_keeps_reason_names_step_and_is_not_retryable() -> None:
     plane = MemoryDataPlane([], read_error=not_found("SOURCE_NOT_FOUND", "no file 'in.csv'"))
     events = await events_of(plane, good_steps())
-    assert len(events) == 2
+    assert [type(e) for e in events] == [TaskStarted, TaskLog, TaskFailed]
     failed = events[-1]
     assert isinstance(failed, TaskFailed)
     assert (failed.reason, failed.step, failed.retryable) == ("SOURCE_NOT_FOUND", "src", False)
@@ -359,7 +363,10 @@ async def test_closing_the_events_cancels_the_stage_before_it_commits() -> None:
     runner = StageRunner(plane, executor_id="host:1", progress_interval=0.05)
     events = runner.execute(task(good_steps()))
     assert isinstance(await anext(events), TaskStarted)
-    assert isinstance(await anext(events), TaskProgress)
+    event = await anext(events)
+    while isinstance(event, TaskLog):
+        event = await anext(events)
+    assert isinstance(event, TaskProgress)
     started = asyncio.get_running_loop().time()
     await events.aclose()
     assert asyncio.get_running_loop().time() - started < 1.0
@@ -387,3 +394,278 @@ async def test_cancelling_the_consumer_cancels_the_stage() -> None:
     assert plane.read_closed
     assert plane.committed is None
     assert not any(isinstance(e, TaskSucceeded | TaskFailed) for e in seen)
+
+
+# --- built-ins: inline source, discard sink --------------------------------------------
+
+
+class NoDataPlane:
+    """Any connector call fails the test: built-ins must not make one."""
+
+    def read(self, spec: step_pb2.SourceSpec) -> object:
+        raise AssertionError(f"unexpected read of {spec}")
+
+    async def write(self, *args: object, **kwargs: object) -> WriteResult:
+        raise AssertionError("unexpected write")
+
+
+def inline_source(
+    name: str = "src", rows: Sequence[dict[str, object]] = ({"id": 1},)
+) -> step_pb2.Step:
+    spec = json_format.ParseDict({"rows": list(rows)}, step_pb2.InlineSource())
+    return step_pb2.Step(name=name, source=step_pb2.SourceSpec(inline=spec))
+
+
+def discard_sink(name: str = "out", after: str = "src") -> step_pb2.Step:
+    return step_pb2.Step(
+        name=name, inputs=[after], sink=step_pb2.SinkSpec(discard=step_pb2.DiscardSink())
+    )
+
+
+def with_watermark(step: step_pb2.Step, column: str) -> step_pb2.Step:
+    step.watermark.column = column
+    return step
+
+
+def lines_of(events: Sequence[object]) -> list[tuple[LogLevel, str, str]]:
+    return [
+        (line.level, line.step, line.message)
+        for event in events
+        if isinstance(event, TaskLog)
+        for line in event.lines
+    ]
+
+
+async def test_no_op_stage_is_three_events_and_no_connector_call() -> None:
+    events = await events_of(NoDataPlane(), [inline_source(), discard_sink()])  # type: ignore[arg-type]
+    assert [type(e) for e in events] == [TaskStarted, TaskLog, TaskSucceeded]
+    done = events[-1]
+    assert isinstance(done, TaskSucceeded)
+    assert [(o.step, o.location, o.rows_written) for o in done.outputs] == [
+        ("out", "discard://", 1)
+    ]
+    assert (done.metrics.rows_read, done.metrics.rows_written) == (1, 1)
+    assert done.metrics.bytes_read == done.metrics.bytes_written > 0
+    assert done.watermarks == {}
+    assert lines_of(events) == [
+        (
+            LogLevel.INFO,
+            "",
+            "stage 'out' attempt 2 started on host:1: src (inline source) → out (discard sink)",
+        ),
+        (LogLevel.INFO, "src", "read 1 row"),
+        (LogLevel.INFO, "out", "committed 1 row to discard://"),
+    ]
+    log_event = events[1]
+    assert isinstance(log_event, TaskLog)
+    now = datetime.now(UTC)
+    assert all(now - timedelta(seconds=5) < line.time <= now for line in log_event.lines)
+
+
+async def test_no_op_stage_with_no_rows_succeeds_with_nothing() -> None:
+    events = await events_of(NoDataPlane(), [inline_source(rows=()), discard_sink()])  # type: ignore[arg-type]
+    done = events[-1]
+    assert isinstance(done, TaskSucceeded)
+    assert (done.metrics.rows_read, done.outputs[0].rows_written) == (0, 0)
+    assert (LogLevel.INFO, "out", "committed 0 rows to discard://") in lines_of(events)
+
+
+async def test_bad_inline_rows_fail_the_source_step() -> None:
+    rows = ({"v": 1}, {"v": "x"})
+    events = await events_of(NoDataPlane(), [inline_source(rows=rows), discard_sink()])  # type: ignore[arg-type]
+    failed = events[-1]
+    assert isinstance(failed, TaskFailed)
+    assert (failed.reason, failed.step, failed.retryable) == ("INVALID_INLINE_ROWS", "src", False)
+    assert failed.message.startswith("source step 'src': inline rows: column 'v' mixes number")
+    assert lines_of(events)[-1] == (LogLevel.ERROR, "src", failed.message)
+
+
+async def test_inline_through_a_filter_into_discard_streams_without_the_connector() -> None:
+    rows = [{"id": i, "code": str(i)} for i in range(10)]
+    steps = [
+        inline_source(rows=rows),
+        filter_step("keep", "id >= 7", "src"),
+        discard_sink(after="keep"),
+    ]
+    events = await events_of(NoDataPlane(), steps)  # type: ignore[arg-type]
+    done = events[-1]
+    assert isinstance(done, TaskSucceeded)
+    assert (done.metrics.rows_read, done.metrics.rows_written) == (10, 3)
+    assert done.outputs[0].location == "discard://"
+    assert [(step, message) for _, step, message in lines_of(events)[1:]] == [
+        ("src", "read 10 rows"),
+        ("out", "committed 3 rows to discard://"),
+    ]
+
+
+async def test_inline_source_into_a_connector_sink() -> None:
+    plane = MemoryDataPlane([])
+    rows = [{"id": 1, "code": "a"}, {"id": 2, "code": "b"}]
+    events = await events_of(plane, [inline_source(rows=rows), sink(after="src")])
+    assert isinstance(events[-1], TaskSucceeded)
+    assert not plane.log_context, "the inline source must not be read through the data plane"
+    assert plane.committed is not None
+    assert plane.committed.to_pylist() == rows
+    assert plane.write_key == "run1/out/out"
+
+
+async def test_connector_source_into_discard() -> None:
+    plane = MemoryDataPlane(batches(3))
+    events = await events_of(plane, [source(), discard_sink()])
+    done = events[-1]
+    assert isinstance(done, TaskSucceeded)
+    assert (done.metrics.rows_read, done.outputs[0].rows_written) == (30, 30)
+    assert not plane.write_started
+    assert plane.read_closed
+
+
+# --- log lines -------------------------------------------------------------------------
+
+
+async def test_a_quick_stage_sends_its_lines_in_one_event_before_the_outcome() -> None:
+    events = await events_of(MemoryDataPlane(batches(2)), good_steps())
+    logs = [e for e in events if isinstance(e, TaskLog)]
+    assert len(logs) == 1
+    assert events[-2] is logs[0]
+    assert lines_of(events) == [
+        (
+            LogLevel.INFO,
+            "",
+            "stage 'out' attempt 2 started on host:1: src (file source) → keep (filter transform)"
+            " → out (file sink)",
+        ),
+        (LogLevel.INFO, "src", "read 20 rows"),
+        (LogLevel.INFO, "out", "committed 10 rows to memory://out.parquet"),
+    ]
+
+
+async def test_a_long_stage_sends_its_first_line_early() -> None:
+    events = await events_of(MemoryDataPlane(batches(10), delay=0.02), good_steps(), interval=0.05)
+    kinds = [type(e) for e in events]
+    assert kinds.count(TaskLog) == 2
+    assert kinds.index(TaskLog) < kinds.index(TaskProgress)
+    assert lines_of(events)[0][2].startswith("stage 'out' attempt 2 started")
+
+
+async def test_failures_are_logged_at_error_level_with_their_step() -> None:
+    error = DomainError(ErrorCode.PERMISSION_DENIED, "PATH_OUTSIDE_ROOT", "path escapes the root")
+    events = await events_of(MemoryDataPlane(batches(1), write_error=error), good_steps())
+    assert lines_of(events)[-1] == (
+        LogLevel.ERROR,
+        "out",
+        "sink step 'out': path escapes the root",
+    )
+
+
+async def test_internal_errors_are_logged_without_their_details() -> None:
+    class Broken(MemoryDataPlane):
+        async def write(self, *args: object, **kwargs: object) -> WriteResult:
+            raise RuntimeError("secret=hunter2")
+
+    events = await events_of(Broken(batches(1)), good_steps())
+    level, step, message = lines_of(events)[-1]
+    assert (level, step) == (LogLevel.ERROR, "")
+    assert "hunter2" not in message
+
+
+# --- slots -----------------------------------------------------------------------------
+
+
+async def test_a_full_executor_refuses_before_any_event_and_frees_slots() -> None:
+    slow = MemoryDataPlane(batches(1000), delay=0.01)
+    runner = StageRunner(slow, executor_id="host:1", slots=2)
+    first = runner.execute(task(good_steps()))
+    second = runner.execute(task(good_steps()))
+    assert isinstance(await anext(first), TaskStarted)
+    assert isinstance(await anext(second), TaskStarted)
+    assert runner.running == 2
+
+    with pytest.raises(DomainError) as info:
+        await anext(runner.execute(task([inline_source(), discard_sink()])))
+    error = info.value
+    assert (error.code, error.reason) == (ErrorCode.RESOURCE_EXHAUSTED, "EXECUTOR_BUSY")
+    assert error.metadata == {"executor_id": "host:1", "slots": "2"}
+    assert "host:1" in error.message
+    # A malformed stage is refused as such, busy or not.
+    with pytest.raises(DomainError) as info:
+        await anext(runner.execute(task([source()])))
+    assert info.value.reason == INVALID_STAGE
+
+    await first.aclose()
+    assert runner.running == 1
+    events = [e async for e in runner.execute(task([inline_source(), discard_sink()]))]
+    assert isinstance(events[-1], TaskSucceeded)
+    assert runner.running == 1
+    await second.aclose()
+    assert runner.running == 0
+
+
+async def test_finished_and_failed_attempts_free_their_slot() -> None:
+    runner = StageRunner(MemoryDataPlane(batches(1)), executor_id="host:1", slots=1)
+    for steps in (
+        [inline_source(), discard_sink()],
+        [inline_source(rows=({"v": 1}, {"v": "x"})), discard_sink()],
+        good_steps(),
+    ):
+        events = [e async for e in runner.execute(task(steps))]
+        assert isinstance(events[-1], TaskSucceeded | TaskFailed)
+        assert runner.running == 0
+
+
+def test_an_executor_needs_a_slot() -> None:
+    with pytest.raises(ValueError, match="at least one slot"):
+        StageRunner(NoDataPlane(), executor_id="host:1", slots=0)  # type: ignore[arg-type]
+
+
+# --- watermarks ------------------------------------------------------------------------
+
+
+async def test_watermarks_of_source_transform_and_sink_steps() -> None:
+    steps = [
+        with_watermark(source(), "id"),
+        with_watermark(filter_step("keep", "id % 2 = 0 AND id < 25", "src"), "code"),
+        with_watermark(sink(), "id"),
+    ]
+    events = await events_of(MemoryDataPlane(batches(3)), steps)
+    done = events[-1]
+    assert isinstance(done, TaskSucceeded)
+    # code is a string: "8" > "24" > ... in string order.
+    assert done.watermarks == {"src": "29", "keep": "8", "out": "24"}
+    assert (LogLevel.INFO, "src", "watermark: max(id) = 29") in lines_of(events)
+
+
+async def test_no_rows_means_no_watermark() -> None:
+    steps = [
+        with_watermark(source(), "id"),
+        filter_step("keep", "id < 0", "src"),
+        with_watermark(sink(), "id"),
+    ]
+    done = (await events_of(MemoryDataPlane(batches(2)), steps))[-1]
+    assert isinstance(done, TaskSucceeded)
+    assert done.watermarks == {"src": "19"}
+
+
+async def test_no_op_stage_watermark() -> None:
+    rows = ({"ts": "2026-11-01T08:00:00"}, {"ts": "2026-11-02T07:00:00"}, {"ts": None})
+    steps = [with_watermark(inline_source(rows=rows), "ts"), discard_sink()]
+    done = (await events_of(NoDataPlane(), steps))[-1]  # type: ignore[arg-type]
+    assert isinstance(done, TaskSucceeded)
+    assert done.watermarks == {"src": "2026-11-02T07:00:00"}
+
+
+@pytest.mark.parametrize("builtin", [True, False])
+async def test_missing_watermark_column_fails_before_anything_is_written(builtin: bool) -> None:
+    plane = MemoryDataPlane(batches(1))
+    if builtin:
+        steps = [inline_source(), with_watermark(discard_sink(), "updated_at")]
+    else:
+        steps = [source(), filter_step("keep", "true", "src"), with_watermark(sink(), "updated_at")]
+    events = await events_of(plane, steps)
+    failed = events[-1]
+    assert isinstance(failed, TaskFailed)
+    assert (failed.reason, failed.step, failed.retryable) == ("INVALID_WATERMARK", "out", False)
+    assert "step 'out'" in failed.message
+    assert "'updated_at'" in failed.message
+    assert failed.metrics.rows_written == 0
+    assert not plane.write_started
+    assert lines_of(events)[-1] == (LogLevel.ERROR, "out", failed.message)

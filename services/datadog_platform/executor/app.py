@@ -11,7 +11,7 @@ from datadog_platform.core.channels import insecure_channel
 from datadog_platform.core.server import Server, ServiceRegistration
 from datadog_platform.executor.data_plane import GrpcDataPlane
 from datadog_platform.executor.servicer import ExecutorServicer
-from datadog_platform.executor.stage import StageRunner
+from datadog_platform.executor.stage import DEFAULT_SLOTS, StageRunner
 
 SERVICE = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"]
 
@@ -29,6 +29,8 @@ class ExecutorConfig:
     executor_id: str = field(default_factory=default_executor_id)
     # Deadline of every connector call of a stage, hence the longest a stage can run.
     stage_timeout_seconds: float = 3600.0
+    # Stage attempts run at once; one more is refused with RESOURCE_EXHAUSTED (EXECUTOR_BUSY).
+    slots: int = DEFAULT_SLOTS
 
 
 async def build_server(config: ExecutorConfig, listen: str = "127.0.0.1:0") -> Server:
@@ -37,7 +39,7 @@ async def build_server(config: ExecutorConfig, listen: str = "127.0.0.1:0") -> S
     data_plane = GrpcDataPlane(
         channel, config.connector_address, timeout=config.stage_timeout_seconds
     )
-    runner = StageRunner(data_plane, executor_id=config.executor_id)
+    runner = StageRunner(data_plane, executor_id=config.executor_id, slots=config.slots)
     registration = ServiceRegistration(
         SERVICE,
         ExecutorServicer(runner),

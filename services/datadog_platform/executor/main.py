@@ -12,6 +12,7 @@ from datadog_platform.core.config import (
 )
 from datadog_platform.core.runner import run_service
 from datadog_platform.executor.app import ExecutorConfig, build_server
+from datadog_platform.executor.stage import DEFAULT_SLOTS
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,9 +31,18 @@ def main(argv: list[str] | None = None) -> None:
         default=env_default("CONNECTOR_ADDRESS", DEFAULT_CONNECTOR_ADDRESS),
         help="host:port of the connector service (env DATADOG_CONNECTOR_ADDRESS)",
     )
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=env_default("EXECUTOR_SLOTS", str(DEFAULT_SLOTS)),  # argparse applies type=int
+        help="stage attempts run at once; more are refused with RESOURCE_EXHAUSTED "
+        f"(env DATADOG_EXECUTOR_SLOTS; default {DEFAULT_SLOTS})",
+    )
     add_common_flags(parser)
     args = parser.parse_args(argv)
-    config = ExecutorConfig(connector_address=args.connector)
+    if args.slots < 1:
+        parser.error(f"--slots must be at least 1, not {args.slots}")
+    config = ExecutorConfig(connector_address=args.connector, slots=args.slots)
     run_service("executor", args, lambda: build_server(config, args.listen))
 
 

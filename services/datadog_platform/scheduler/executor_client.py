@@ -1,9 +1,25 @@
 """Dispatch over gRPC: the :class:`~datadog_platform.scheduler.domain.Dispatcher`
-protocol implemented with the executor service's ``ExecuteTask`` stream."""
+protocol implemented with the executor service's ``ExecuteTask`` stream.
+
+One channel per executor address, opened once and shared by every attempt (gRPC
+multiplexes the calls over one HTTP/2 connection). How failures map:
+
+- RESOURCE_EXHAUSTED with reason ``EXECUTOR_BUSY`` (every slot taken; always before
+  any event) → ``DispatchError(EXECUTOR_BUSY)``: the attempt never started; the
+  run engine backs off and dispatches the same attempt again.
+- UNAVAILABLE → ``DispatchError(EXECUTOR_UNAVAILABLE)``; DEADLINE_EXCEEDED (the
+  attempt's deadline: ``task.timeout`` when set, else the dispatcher's default) →
+  ``DispatchError(STAGE_TIMEOUT)``. Both are retryable: they are in
+  ``scheduler.retry.RETRYABLE_DISPATCH_REASONS``, which the retry policy consults
+  for failures that carry no retryable flag of their own.
+- Any other status → ``DispatchError`` with the executor's reason (``EXECUTOR_ERROR``
+  if it gave none).
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -11,24 +27,36 @@ from datadog_platform.api.common.v1 import task_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from datadog_platform.core.channels import insecure_channel
 from datadog_platform.core.interceptors import REQUEST_ID_HEADER
-from datadog_platform.core.status import domain_error_of
+from datadog_platform.core.status import details_of
 from datadog_platform.scheduler.domain import (
+    EXECUTOR_BUSY,
     EXECUTOR_ERROR,
     EXECUTOR_UNAVAILABLE,
     STAGE_TIMEOUT,
     DispatchError,
+    LogLevel,
+    LogLine,
     StageOutput,
     StageTask,
     TaskEvent,
     TaskFailed,
+    TaskLog,
     TaskMetrics,
     TaskProgress,
     TaskStarted,
     TaskSucceeded,
 )
 
-#: Deadline of one stage attempt; the stage fails with STAGE_TIMEOUT past it.
+#: Deadline of one stage attempt whose task sets none; past it the stage fails with STAGE_TIMEOUT.
 DEFAULT_TASK_TIMEOUT_SECONDS = 24 * 3600.0
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LEVELS = {
+    task_pb2.LOG_LEVEL_DEBUG: LogLevel.DEBUG,
+    task_pb2.LOG_LEVEL_INFO: LogLevel.INFO,
+    task_pb2.LOG_LEVEL_WARNING: LogLevel.WARNING,
+    task_pb2.LOG_LEVEL_ERROR: LogLevel.ERROR,
+}
 
 
 class ExecutorDispatcher:
@@ -46,12 +74,13 @@ class ExecutorDispatcher:
 
     async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         """Start ``task`` on the executor and yield its events as domain events."""
+        timeout = task.timeout if task.timeout is not None and task.timeout > 0 else self._timeout
         request = executor_service_pb2.ExecuteTaskRequest(
             run_id=task.run_id, stage_id=task.stage_id, attempt=task.attempt, steps=task.steps
         )
         call = self._stub.ExecuteTask(
             request,
-            timeout=self._timeout,
+            timeout=timeout,
             metadata=((REQUEST_ID_HEADER, f"{task.run_id}/{task.stage_id}/{task.attempt}"),),
         )
         try:
@@ -60,24 +89,29 @@ class ExecutorDispatcher:
                 if event is not None:
                     yield event
         except grpc.aio.AioRpcError as exc:
-            raise self._dispatch_error(exc) from None
+            raise self._dispatch_error(exc, timeout) from None
         finally:
             call.cancel()  # a no-op once the call is done; stops the executor otherwise
 
-    def _dispatch_error(self, exc: grpc.aio.AioRpcError) -> DispatchError:
-        code = exc.code()
+    def _dispatch_error(self, exc: grpc.aio.AioRpcError, timeout: float) -> DispatchError:
+        details = details_of(exc)
+        code = details.code
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.reason == EXECUTOR_BUSY:
+            return DispatchError(
+                EXECUTOR_BUSY, f"the executor service at {self._address} is busy: {details.message}"
+            )
         if code == grpc.StatusCode.UNAVAILABLE:
             return DispatchError(
                 EXECUTOR_UNAVAILABLE,
-                f"the executor service at {self._address} is unavailable: {exc.details()}",
+                f"the executor service at {self._address} is unavailable: {details.message}",
             )
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
             return DispatchError(
-                STAGE_TIMEOUT, f"the stage did not finish within {self._timeout:g} seconds"
+                STAGE_TIMEOUT, f"the stage did not finish within its timeout of {timeout:g} seconds"
             )
-        error = domain_error_of(exc)
-        reason = error.reason if error.reason != code.name else EXECUTOR_ERROR
-        return DispatchError(reason, f"the executor rejected the task: {error.message}")
+        return DispatchError(
+            details.reason or EXECUTOR_ERROR, f"the executor rejected the task: {details.message}"
+        )
 
 
 def _metrics_of(metrics: task_pb2.TaskMetrics) -> TaskMetrics:
@@ -89,19 +123,32 @@ def _metrics_of(metrics: task_pb2.TaskMetrics) -> TaskMetrics:
     )
 
 
+def _line_of(line: task_pb2.LogLine) -> LogLine:
+    return LogLine(
+        time=_EPOCH + timedelta(seconds=line.time.seconds, microseconds=line.time.nanos // 1_000),
+        level=_LEVELS.get(line.level, LogLevel.INFO),
+        message=line.message,
+        step=line.step,
+    )
+
+
 def _event_of(response: executor_service_pb2.ExecuteTaskResponse) -> TaskEvent | None:
     kind = response.WhichOneof("event")
     if kind == "started":
         return TaskStarted(executor_id=response.started.executor_id)
     if kind == "progress":
         return TaskProgress(metrics=_metrics_of(response.progress.metrics))
+    if kind == "log":
+        return TaskLog(lines=tuple(_line_of(line) for line in response.log.lines))
     if kind == "succeeded":
+        succeeded = response.succeeded
         return TaskSucceeded(
-            metrics=_metrics_of(response.succeeded.metrics),
+            metrics=_metrics_of(succeeded.metrics),
             outputs=tuple(
                 StageOutput(step=o.step, location=o.location, rows_written=o.rows_written)
-                for o in response.succeeded.outputs
+                for o in succeeded.outputs
             ),
+            watermarks=dict(succeeded.watermarks),
         )
     if kind == "failed":
         failed = response.failed
