@@ -11,11 +11,12 @@ the bottom of this module; stage failure reasons are either the executor's own
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
@@ -386,3 +387,23 @@ BACKFILL_ALREADY_FINISHED = "BACKFILL_ALREADY_FINISHED"
 UNKNOWN_PARAM = "UNKNOWN_PARAM"
 #: ListStageLogs for a stage the run does not have.
 STAGE_NOT_FOUND = "STAGE_NOT_FOUND"
+
+
+# --- deterministic run ids (schedules and backfills) ---------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def deterministic_run_id(pipeline: str, logical_date: datetime, scope: str) -> str:
+    """The run id of ``pipeline``'s interval starting at ``logical_date`` in ``scope``.
+
+    ``scope`` is "schedule" for scheduled runs, the backfill id for a backfill's.
+    Every scheduler computes the same id, so creating the run "if absent" never
+    makes a duplicate. 32 hex digits like :func:`new_run_id`: 12 of the logical
+    date in ms (ids sort by logical time), then the first 20 of
+    sha256("{pipeline}\\0{logical date, UTC ISO 8601}\\0{scope}").
+    """
+    when = logical_date.astimezone(UTC)
+    millis = (when - _EPOCH) // timedelta(milliseconds=1)
+    digest = hashlib.sha256(f"{pipeline}\0{when.isoformat()}\0{scope}".encode()).hexdigest()
+    return f"{millis % (1 << 48):012x}{digest[:20]}"
