@@ -92,7 +92,9 @@ async def test_create_list_get_run_and_status_of_the_example(
     assert "Tags:         example" in out
     assert "Labels:       team=data-platform" in out
     assert "predicate=amount > 100" in out
-    step_rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[9:12]}
+    lines = out.splitlines()
+    steps_at = lines.index("Steps:") + 2  # after the table's header
+    step_rows = {line.split()[0]: line.split()[1:3] for line in lines[steps_at : steps_at + 3]}
     assert step_rows == {
         "orders": ["source/file", "-"],
         "big_orders": ["transform/filter", "orders"],
@@ -262,8 +264,11 @@ async def test_run_list_and_run_cancel(
     code, out, err = await cli(capsys, *server, "run", "list", "--pipeline", "csv_to_parquet")
     assert (code, err) == (0, "")
     header, row = out.splitlines()
-    assert header.split() == ["RUN", "ID", "PIPELINE", "VERSION", "STATE", "CREATED", "DURATION"]
-    assert row.split()[:4] == [done, "csv_to_parquet", "1", "SUCCEEDED"]
+    assert header.split() == [
+        *("RUN", "ID", "PIPELINE", "VERSION", "STATE", "TRIGGER"),
+        *("LOGICAL", "DATE", "CREATED", "DURATION"),
+    ]
+    assert row.split()[:5] == [done, "csv_to_parquet", "1", "SUCCEEDED", "MANUAL"]
     code, out, _ = await cli(capsys, *server, "run", "list", "--state", "failed", "cancelled")
     assert (code, out.strip()) == (0, "no runs")
     code, _, err = await cli(capsys, *server, "run", "list", "--state", "bogus")
@@ -336,3 +341,262 @@ async def test_run_retry_wait_reruns_a_failed_run(
     code, out, err = await cli(capsys, *server, "run", "retry", run_id)
     assert (code, out) == (6, "")
     assert "RUN_ALREADY_SUCCEEDED" in err
+
+
+# --- issue 4: update, validate, delete, pause, params, backfills, logs --------------------
+
+NOOP = """\
+name: {name}
+params: {{region: eu, limit: 10}}
+{extra}
+steps:
+  - name: rows
+    source: {{inline: {{rows: [{{n: 1}}]}}}}
+  - name: out
+    inputs: [rows]
+    sink: {{discard: {{}}}}
+"""
+
+
+def noop_file(tmp_path: Path, name: str = "noop", extra: str = "") -> Path:
+    """A no-op pipeline file (one inline row into a discarding sink)."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(NOOP.format(name=name, extra=extra), encoding="utf-8")
+    return path
+
+
+YEARLY = 'schedule: {cron: "0 0 1 1 *", timezone: UTC}'
+
+
+async def test_validate_prints_the_plan_or_the_problems(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    code, out, err = await cli(capsys, *server, "pipeline", "validate", "-f", str(EXAMPLE))
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{EXAMPLE}: valid; plan (1 stage):",
+        "  stage out: orders -> big_orders -> out",
+    ]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        EXAMPLE.read_text(encoding="utf-8").replace("name: csv_to_parquet", "name: 9bad")
+        + 'schedule: {cron: "61 * * * *"}\n',
+        encoding="utf-8",
+    )
+    code, out, err = await cli(capsys, *server, "pipeline", "validate", "-f", str(bad))
+    assert (code, out) == (4, "")
+    first, *violations = err.splitlines()
+    assert first == (
+        f"error: {bad}: the pipeline spec has 2 problems (INVALID_ARGUMENT, INVALID_PIPELINE_SPEC)"
+    )
+    assert [line.split(":")[0] for line in violations] == [
+        "  - pipeline.name",
+        "  - pipeline.schedule.cron",
+    ]
+    # Nothing was stored.
+    code, out, _ = await cli(capsys, *server, "pipeline", "list")
+    assert (code, out.strip()) == (0, "no pipelines")
+
+
+async def test_update_pause_unpause_and_get_show_versions_and_the_schedule(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    path = noop_file(tmp_path)
+    code, out, _ = await cli(capsys, *server, "pipeline", "create", "-f", str(path))
+    assert code == 0
+    assert "schedule" not in out
+
+    noop_file(tmp_path, extra=YEARLY)
+    code, out, err = await cli(capsys, *server, "pipeline", "update", "-f", str(path))
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[:3] == [
+        "updated pipeline noop to version 2",
+        "plan (1 stage):",
+        "  stage out: rows -> out",
+    ]
+    assert lines[3].startswith("schedule: 0 0 1 1 * (UTC), catchup off; next run: ")
+    assert lines[3].endswith("-01-01 " + lines[3].split("-01-01 ")[-1])  # a New Year's Day
+
+    code, out, _ = await cli(capsys, *server, "pipeline", "pause", "noop")
+    assert (code, out.strip()) == (0, "paused pipeline noop")
+    code, out, _ = await cli(capsys, *server, "pipeline", "get", "noop")
+    assert code == 0
+    assert "Version:      2" in out
+    assert 'Params:       limit=10, region="eu"' in out
+    assert "Schedule:     0 0 1 1 * (UTC), catchup off" in out
+    assert "Paused:       yes" in out
+    assert "Next run:     - (paused)" in out
+    code, out, _ = await cli(capsys, *server, "pipeline", "list")
+    assert "0 0 1 1 * (paused)" in out
+    code, out, _ = await cli(capsys, *server, "pipeline", "unpause", "noop")
+    assert code == 0
+    assert out.startswith("unpaused pipeline noop; next run: ")
+    code, out, _ = await cli(capsys, *server, "pipeline", "get", "noop", "--version", "1")
+    assert "Version:      1" in out
+    assert "Schedule:     -" in out
+
+    for args in (("pipeline", "pause", "nope"), ("pipeline", "unpause", "nope")):
+        code, out, err = await cli(capsys, *server, *args)
+        assert (code, out) == (3, ""), args
+        assert "PIPELINE_NOT_FOUND" in err
+    other = noop_file(tmp_path, "other")
+    code, out, err = await cli(capsys, *server, "pipeline", "update", "-f", str(other))
+    assert (code, out) == (3, "")
+    assert "PIPELINE_NOT_FOUND" in err
+
+
+async def test_run_with_params_and_its_logs(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    path = noop_file(tmp_path)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(path)))[0] == 0
+    code, out, err = await cli(
+        capsys, *server, "pipeline", "run", "noop", "-p", "region=us", "-p", "limit=5", "--wait"
+    )
+    assert (code, err) == (0, "")
+    run_id = run_id_of(out)
+    code, out, _ = await cli(capsys, *server, "run", "status", run_id)
+    assert 'Params:    limit=5, region="us"' in out
+    assert "Trigger:   MANUAL" in out
+
+    code, out, err = await cli(capsys, *server, "run", "logs", run_id, "out")
+    assert (code, err) == (0, "")
+    code, followed, err = await cli(capsys, *server, "run", "logs", run_id, "out", "--follow")
+    assert (code, err) == (0, "")  # a finished attempt: prints what there is and ends
+    assert followed == out
+    code, out, _ = await cli(capsys, *server, "run", "logs", run_id, "out", "--attempt", "1")
+    assert (code, out) == (0, followed)
+    code, out, err = await cli(capsys, *server, "run", "logs", run_id, "nope")
+    assert (code, out) == (3, "")
+    assert "STAGE_NOT_FOUND" in err
+
+    code, out, err = await cli(capsys, *server, "pipeline", "run", "noop", "-p", "regoin=us")
+    assert (code, out) == (4, "")
+    assert "UNKNOWN_PARAM" in err
+    assert '  - params["regoin"]: ' in err
+
+
+async def test_delete_asks_for_yes_and_removes_everything(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    path = noop_file(tmp_path)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(path)))[0] == 0
+    assert (await cli(capsys, *server, "pipeline", "update", "-f", str(path)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "noop", "--wait")
+    assert code == 0
+    run_id = run_id_of(out)
+
+    # Standard input is not a terminal here: without --yes nothing is deleted.
+    code, out, err = await cli(capsys, *server, "pipeline", "delete", "noop")
+    assert (code, out) == (2, "")
+    assert err.strip() == (
+        "error: not deleting pipeline noop: confirm with --yes (standard input is not a terminal)"
+    )
+    code, out, err = await cli(capsys, *server, "pipeline", "delete", "noop", "--yes")
+    assert (code, err) == (0, "")
+    assert out.strip() == "deleted pipeline noop (2 versions, 1 run)"
+    code, _, err = await cli(capsys, *server, "run", "status", run_id)
+    assert code == 3
+    code, _, err = await cli(capsys, *server, "pipeline", "delete", "noop", "--yes")
+    assert code == 3
+    assert "PIPELINE_NOT_FOUND" in err
+
+
+async def test_backfill_wait_list_get_runs_and_cancel(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    path = noop_file(tmp_path, extra=YEARLY)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(path)))[0] == 0
+    code, out, err = await cli(
+        capsys,
+        *server,
+        "pipeline",
+        "backfill",
+        "noop",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2023-01-01",
+        "--max-active-runs",
+        "3",
+        "-p",
+        "region=us",
+        "--wait",
+    )
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].startswith("started backfill ")
+    assert lines[0].endswith(" of noop: 3 runs")
+    backfill_id = lines[0].split()[2]
+    assert lines[-1] == (
+        f"backfill {backfill_id} SUCCEEDED: 3/3 runs created, 3 succeeded, 0 failed"
+    )
+
+    code, out, _ = await cli(capsys, *server, "backfill", "list")
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:4] == ["BACKFILL", "ID", "PIPELINE", "STATE"]
+    assert row.split()[:3] == [backfill_id, "noop", "SUCCEEDED"]
+    code, out, _ = await cli(capsys, *server, "backfill", "list", "--pipeline", "other")
+    assert (code, out.strip()) == (0, "no backfills")
+    code, out, _ = await cli(capsys, *server, "backfill", "get", backfill_id)
+    assert code == 0
+    assert "State:       SUCCEEDED" in out
+    assert "Runs:        3/3 runs created, 3 succeeded, 0 failed" in out
+    assert 'Params:      region="us"' in out
+
+    code, out, _ = await cli(capsys, *server, "run", "list", "--backfill", backfill_id)
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert len(rows) == 3
+    assert all(row.split()[3:5] == ["SUCCEEDED", "BACKFILL"] for row in rows)
+
+    code, out, err = await cli(capsys, *server, "backfill", "cancel", backfill_id)
+    assert (code, out) == (6, "")
+    assert "BACKFILL_ALREADY_FINISHED" in err
+    for args in (("backfill", "get", "nope"), ("backfill", "cancel", "nope")):
+        code, out, err = await cli(capsys, *server, *args)
+        assert (code, out) == (3, ""), args
+        assert "BACKFILL_NOT_FOUND" in err
+    code, out, err = await cli(
+        capsys,
+        *server,
+        "pipeline",
+        "backfill",
+        "noop",
+        "--start",
+        "2021-01-01",
+        "--end",
+        "2020-01-01",
+    )
+    assert (code, out) == (4, "")
+    assert "end_date" in err
+
+
+async def test_run_logs_follow_ends_with_the_attempt(
+    scheduler_address: str, example_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    ids = pa.array(range(1_000_000), pa.int64())
+    pa_csv.write_csv(pa.table({"order_id": ids, "amount": ids}), example_data)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE)))[0] == 0
+    async with insecure_channel(scheduler_address) as channel:
+        stub = SchedulerServiceStub(channel)
+        run = (
+            await stub.RunPipeline(pb.RunPipelineRequest(pipeline="csv_to_parquet"), timeout=10)
+        ).run
+        await _running_stage(stub, run.run_id)
+        code, followed, err = await cli(capsys, *server, "run", "logs", run.run_id, "out", "-f")
+        assert (code, err) == (0, "")
+        # It returned because the attempt ended, with every line the attempt wrote.
+        final = (await stub.GetRun(pb.GetRunRequest(run_id=run.run_id), timeout=10)).run
+    assert final.stages[0].state == run_pb2.STAGE_STATE_SUCCEEDED
+    assert followed
+    code, out, _ = await cli(capsys, *server, "run", "logs", run.run_id, "out")
+    assert (code, out) == (0, followed)

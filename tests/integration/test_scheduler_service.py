@@ -7,6 +7,7 @@ import copy
 import shutil
 import socket
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,11 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from google.protobuf import json_format
 from google.protobuf.json_format import ParseDict
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from datadog_platform.api.common.v1 import task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
 from datadog_platform.api.scheduler.v1.scheduler_service_pb2_grpc import SchedulerServiceStub
@@ -222,8 +226,8 @@ BAD_INPUTS: list[tuple[str, Callable[[dict[str, Any]], None], set[str]]] = [
     (
         "a source with inputs",
         _set(("steps", 0, "inputs"), ["big_orders"]),
-        # ... which also makes a cycle and a fan-out of big_orders
-        {"pipeline.steps[0].inputs", "pipeline.steps[0].inputs[0]", "pipeline.steps[1]"},
+        # ... which also makes a cycle
+        {"pipeline.steps[0].inputs", "pipeline.steps[0].inputs[0]"},
     ),
     (
         "a sink without input",
@@ -280,17 +284,30 @@ async def test_a_cycle_names_its_steps(stub: SchedulerServiceStub, example: dict
     ]
 
 
-async def test_fan_out_is_not_supported_yet(
-    stub: SchedulerServiceStub, example: dict[str, Any]
+async def test_fan_out_goes_through_the_artifact_store_and_fan_in_is_refused(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path, data_root: Path
 ) -> None:
     spec = copy.deepcopy(example)
     spec["steps"].append(
-        {"name": "copy", "inputs": ["big_orders"], "sink": {"file": {"path": "c.csv"}}}
+        {"name": "copy", "inputs": ["big_orders"], "sink": {"file": {"path": "out/copy.csv"}}}
     )
+    created = await create(stub, spec)
+    assert {(s.stage_id, tuple(s.steps), tuple(s.upstream)) for s in created.plan} == {
+        ("big_orders", ("orders", "big_orders"), ()),
+        ("out", ("big_orders", "out"), ("big_orders",)),
+        ("copy", ("big_orders", "copy"), ("big_orders",)),
+    }
+    run = await start(stub, "csv_to_parquet")
+    final = (await watch_to_end(stub, run.run_id))[-1]
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    assert pq.read_table(data_root / "out" / "big_orders.parquet").num_rows == 35
+    assert pa_csv.read_csv(data_root / "out" / "copy.csv").num_rows == 35
+
+    spec["name"] = "fan_in"
+    spec["steps"][2]["inputs"] = ["orders", "big_orders"]
     error = await failure(create(stub, spec))
-    assert [
-        (v.field, "fan-out is not supported yet" in v.description) for v in error.violations
-    ] == [("pipeline.steps[1]", True)]
+    assert error.reason == "INVALID_PIPELINE_SPEC"
+    assert "pipeline.steps[2].inputs" in {v.field for v in error.violations}
 
 
 async def test_several_problems_yield_several_violations(
@@ -311,7 +328,6 @@ async def test_several_problems_yield_several_violations(
         "pipeline.steps[1]",  # its output now reaches no sink
         "pipeline.steps[2].inputs[0]",
         "pipeline.steps[3].name",
-        "pipeline.steps[0]",  # consumed by big_orders and the second "orders": fan-out
     }
 
 
@@ -410,7 +426,7 @@ async def test_list_connections_shows_the_connector_connections(
 async def test_unreachable_executor_and_connector(tmp_path: Path, example: dict[str, Any]) -> None:
     server = await build_server(
         SchedulerConfig(
-            db_path=tmp_path / "lonely.db",
+            store=str(tmp_path / "lonely.db"),
             executor_address=free_port_address(),
             connector_address=free_port_address(),
         )
@@ -449,7 +465,7 @@ async def test_pipelines_and_runs_survive_a_restart(
     connector_address: str,
 ) -> None:
     config = SchedulerConfig(
-        db_path=tmp_path / "restart.db",
+        store=str(tmp_path / "restart.db"),
         executor_address=executor_address,
         connector_address=connector_address,
     )
@@ -632,3 +648,656 @@ async def test_retry_run_after_the_missing_input_appears(
     )
     error = await failure(stub.RetryRun(pb.RetryRunRequest(run_id="nope"), timeout=TIMEOUT))
     assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+
+
+# --- issue 4: versions, validation, schedules, params, logs, backfills -------------------
+
+YEARLY = {"cron": "0 0 1 1 *", "timezone": "UTC"}
+#: A policy that keeps retrying a stage whose executor is unreachable for minutes.
+STALLING_RETRY = {"maxAttempts": 100, "initialBackoff": "30s", "maxBackoff": "30s"}
+
+
+def noop_spec(name: str = "noop", **fields: Any) -> dict[str, Any]:
+    """The smallest real pipeline: one inline row into a discarding sink."""
+    return {
+        "name": name,
+        "steps": [
+            {"name": "rows", "source": {"inline": {"rows": [{"n": 1}]}}},
+            {"name": "out", "inputs": ["rows"], "sink": {"discard": {}}},
+        ],
+        **fields,
+    }
+
+
+def after_spec(name: str = "dims_then_facts") -> dict[str, Any]:
+    """Two chains; the facts wait for the dimensions without reading them."""
+    return {
+        "name": name,
+        "steps": [
+            {"name": "dims", "source": {"inline": {"rows": [{"d": 1}]}}},
+            {"name": "dims_out", "inputs": ["dims"], "sink": {"discard": {}}},
+            {"name": "facts", "source": {"inline": {"rows": [{"f": 1}]}}},
+            {
+                "name": "facts_out",
+                "inputs": ["facts"],
+                "after": ["dims_out"],
+                "sink": {"discard": {}},
+            },
+        ],
+    }
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def stamp(moment: datetime) -> Timestamp:
+    value = Timestamp()
+    value.FromDatetime(moment)
+    return value
+
+
+def when(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+async def until_backfill_ends(
+    stub: SchedulerServiceStub, backfill_id: str, seconds: float = 30
+) -> run_pb2.Backfill:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        request = pb.GetBackfillRequest(backfill_id=backfill_id)
+        backfill = (await stub.GetBackfill(request, timeout=TIMEOUT)).backfill
+        if backfill.state != run_pb2.BACKFILL_STATE_RUNNING:
+            return backfill
+        assert loop.time() < deadline, backfill
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def stalled_stub(
+    tmp_path: Path, connector_address: str
+) -> AsyncIterator[SchedulerServiceStub]:
+    """A scheduler whose executor cannot be reached: with STALLING_RETRY, runs stay active."""
+    server = await build_server(
+        SchedulerConfig(
+            store=str(tmp_path / "stalled.db"),
+            executor_address=free_port_address(),
+            connector_address=connector_address,
+        )
+    )
+    await server.start()
+    try:
+        async with insecure_channel(server.address) as channel:
+            yield SchedulerServiceStub(channel)
+    finally:
+        await server.stop(grace=1)
+
+
+async def retrying_stage(stub: SchedulerServiceStub, run_id: str) -> run_pb2.Run:
+    """The run once its stage failed an attempt and waits for the next one."""
+    call = stub.WatchRun(pb.WatchRunRequest(run_id=run_id), timeout=20)
+    async for response in call:
+        if any(s.HasField("next_attempt_time") for s in response.run.stages):
+            call.cancel()
+            return response.run
+    raise AssertionError("the run ended instead of retrying")
+
+
+async def test_update_stores_a_new_version_and_runs_keep_theirs(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path
+) -> None:
+    created = await create(stub, example)
+    first = await start(stub, "csv_to_parquet")
+    await watch_to_end(stub, first.run_id)
+
+    changed = {**example, "description": "version two"}
+    spec = pipeline_of(changed)
+    spec.version, spec.paused = 99, True  # output-only: ignored
+    request = pb.UpdatePipelineRequest(pipeline=spec, request_id="update-1")
+    updated = await stub.UpdatePipeline(request, timeout=TIMEOUT)
+    assert (updated.pipeline.version, updated.pipeline.description) == (2, "version two")
+    assert not updated.pipeline.paused
+    assert updated.pipeline.create_time == created.pipeline.create_time
+    assert when(updated.pipeline.update_time) >= when(created.pipeline.update_time)
+    assert [(s.stage_id, list(s.steps)) for s in updated.plan] == [
+        ("out", ["orders", "big_orders", "out"])
+    ]
+    # The same request again returns the first answer; another spec under its id is refused.
+    assert await stub.UpdatePipeline(request, timeout=TIMEOUT) == updated
+    reused = pb.UpdatePipelineRequest(pipeline=pipeline_of(example), request_id="update-1")
+    error = await failure(stub.UpdatePipeline(reused, timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_ID_REUSED")
+
+    latest = await stub.GetPipeline(pb.GetPipelineRequest(name="csv_to_parquet"), timeout=TIMEOUT)
+    assert latest.pipeline == updated.pipeline
+    old = await stub.GetPipeline(
+        pb.GetPipelineRequest(name="csv_to_parquet", version=1), timeout=TIMEOUT
+    )
+    assert old.pipeline.description == example["description"]
+    run = (await stub.GetRun(pb.GetRunRequest(run_id=first.run_id), timeout=TIMEOUT)).run
+    assert run.pipeline_version == 1
+    assert (await start(stub, "csv_to_parquet")).pipeline_version == 2
+
+    error = await failure(
+        stub.UpdatePipeline(
+            pb.UpdatePipelineRequest(pipeline=pipeline_of({**example, "name": "nope"})),
+            timeout=TIMEOUT,
+        )
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    broken = copy.deepcopy(example)
+    broken["steps"][1]["transform"]["filter"]["predicate"] = "amount >"
+    error = await failure(
+        stub.UpdatePipeline(pb.UpdatePipelineRequest(pipeline=pipeline_of(broken)), timeout=TIMEOUT)
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PIPELINE_SPEC")
+    assert [v.field for v in error.violations] == ["pipeline.steps[1].transform.filter.predicate"]
+    latest = await stub.GetPipeline(pb.GetPipelineRequest(name="csv_to_parquet"), timeout=TIMEOUT)
+    assert latest.pipeline.version == 2
+
+
+async def test_validate_returns_the_plan_with_upstream_and_stores_nothing(
+    stub: SchedulerServiceStub,
+) -> None:
+    response = await stub.ValidatePipeline(
+        pb.ValidatePipelineRequest(pipeline=pipeline_of(after_spec())), timeout=TIMEOUT
+    )
+    assert response.valid
+    assert list(response.violations) == []
+    assert [(s.stage_id, list(s.steps), list(s.upstream)) for s in response.plan] == [
+        ("dims_out", ["dims", "dims_out"], []),
+        ("facts_out", ["facts", "facts_out"], ["dims_out"]),
+    ]
+    fan_out = noop_spec("fan_out")
+    fan_out["steps"].append({"name": "copy", "inputs": ["rows"], "sink": {"discard": {}}})
+    response = await stub.ValidatePipeline(
+        pb.ValidatePipelineRequest(pipeline=pipeline_of(fan_out)), timeout=TIMEOUT
+    )
+    assert response.valid, response.violations
+    by_id = {s.stage_id: s for s in response.plan}
+    assert set(by_id) == {"rows", "out", "copy"}
+    assert list(by_id["out"].upstream) == list(by_id["copy"].upstream) == ["rows"]
+    listed = await stub.ListPipelines(pb.ListPipelinesRequest(), timeout=TIMEOUT)
+    assert list(listed.pipelines) == []
+
+
+async def test_validate_lists_every_problem_without_failing(
+    stub: SchedulerServiceStub, example: dict[str, Any]
+) -> None:
+    spec = copy.deepcopy(example)
+    spec["name"] = "9bad"
+    spec["schedule"] = {"cron": "61 * * * *", "timezone": "UTC"}
+    spec["steps"][0]["source"]["file"]["connection"] = "nowhere"
+    response = await stub.ValidatePipeline(
+        pb.ValidatePipelineRequest(pipeline=pipeline_of(spec)), timeout=TIMEOUT
+    )
+    assert not response.valid
+    assert list(response.plan) == []
+    by_field = {v.field: v.description for v in response.violations}
+    assert set(by_field) == {
+        "pipeline.name",
+        "pipeline.schedule.cron",
+        "pipeline.steps[0].source.file.connection",
+    }
+    assert "nowhere" in by_field["pipeline.steps[0].source.file.connection"]
+    assert "local" in by_field["pipeline.steps[0].source.file.connection"]
+    empty = await stub.ValidatePipeline(pb.ValidatePipelineRequest(), timeout=TIMEOUT)
+    assert not empty.valid
+    assert {"pipeline.name", "pipeline.steps"} <= {v.field for v in empty.violations}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "field"),
+    [
+        ({"cron": "every day", "timezone": "UTC"}, "pipeline.schedule.cron"),
+        ({"cron": "61 * * * *"}, "pipeline.schedule.cron"),
+        ({"cron": "@fortnightly"}, "pipeline.schedule.cron"),
+        ({"cron": "0 2 * * *", "timezone": "Mars/Olympus_Mons"}, "pipeline.schedule.timezone"),
+        ({"timezone": "UTC"}, "pipeline.schedule.cron"),
+    ],
+    ids=["words", "minute 61", "unknown macro", "unknown zone", "no cron"],
+)
+async def test_a_bad_schedule_is_invalid_argument_with_a_field_violation(
+    stub: SchedulerServiceStub, schedule: dict[str, Any], field: str
+) -> None:
+    error = await failure(create(stub, noop_spec(schedule=schedule)))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PIPELINE_SPEC")
+    assert [v.field for v in error.violations] == [field]
+    assert error.violations[0].description
+
+
+async def test_an_unknown_connection_is_refused_at_creation(
+    stub: SchedulerServiceStub, example: dict[str, Any]
+) -> None:
+    example["steps"][2]["sink"]["file"]["connection"] = "archive"
+    error = await failure(create(stub, example))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PIPELINE_SPEC")
+    (violation,) = error.violations
+    assert violation.field == "pipeline.steps[2].sink.file.connection"
+    assert 'connection "archive" is not configured' in violation.description
+    example["steps"][2]["sink"]["file"]["connection"] = "local"
+    assert (await create(stub, example)).pipeline.version == 1
+
+
+async def test_pause_unpause_and_the_next_run_time(stub: SchedulerServiceStub) -> None:
+    now = datetime.now(UTC)
+    next_new_year = utc(now.year + 1, 1, 1)
+    created = (await create(stub, noop_spec(schedule=YEARLY))).pipeline
+    assert not created.paused
+    assert when(created.next_run_time) == next_new_year
+
+    paused = (
+        await stub.PausePipeline(pb.PausePipelineRequest(name="noop"), timeout=TIMEOUT)
+    ).pipeline
+    assert paused.paused
+    assert not paused.HasField("next_run_time")
+    got = (await stub.GetPipeline(pb.GetPipelineRequest(name="noop"), timeout=TIMEOUT)).pipeline
+    assert (got.paused, got.HasField("next_run_time")) == (True, False)
+    listed = (await stub.ListPipelines(pb.ListPipelinesRequest(), timeout=TIMEOUT)).pipelines
+    assert [(p.name, p.paused) for p in listed] == [("noop", True)]
+    # Pausing twice is fine; a new version stays paused.
+    await stub.PausePipeline(pb.PausePipelineRequest(name="noop"), timeout=TIMEOUT)
+    updated = await stub.UpdatePipeline(
+        pb.UpdatePipelineRequest(pipeline=pipeline_of(noop_spec(schedule=YEARLY))),
+        timeout=TIMEOUT,
+    )
+    assert (updated.pipeline.version, updated.pipeline.paused) == (2, True)
+
+    unpaused = (
+        await stub.UnpausePipeline(pb.UnpausePipelineRequest(name="noop"), timeout=TIMEOUT)
+    ).pipeline
+    assert not unpaused.paused
+    assert when(unpaused.next_run_time) == next_new_year
+
+    # A schedule that starts later fires first at its start; one that ended, never.
+    later = noop_spec("later", schedule={**YEARLY, "startTime": f"{now.year + 5}-06-01T00:00:00Z"})
+    assert when((await create(stub, later)).pipeline.next_run_time) == utc(now.year + 6, 1, 1)
+    ended = noop_spec("ended", schedule={**YEARLY, "endTime": "2020-06-01T00:00:00Z"})
+    assert not (await create(stub, ended)).pipeline.HasField("next_run_time")
+    unscheduled = (await create(stub, noop_spec("adhoc"))).pipeline
+    assert not unscheduled.HasField("next_run_time")
+    await stub.PausePipeline(pb.PausePipelineRequest(name="adhoc"), timeout=TIMEOUT)
+
+    error = await failure(stub.PausePipeline(pb.PausePipelineRequest(name="nope"), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    error = await failure(stub.UnpausePipeline(pb.UnpausePipelineRequest(), timeout=TIMEOUT))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.violations] == ["name"]
+
+
+async def test_list_pipelines_filters_by_tags_and_labels(stub: SchedulerServiceStub) -> None:
+    await create(stub, noop_spec("a", tags=["x", "y"], labels={"team": "core", "tier": "1"}))
+    await create(stub, noop_spec("b", tags=["x"], labels={"team": "core"}))
+    await create(stub, noop_spec("c", labels={"team": "web"}))
+
+    async def names(**filters: Any) -> list[str]:
+        request = pb.ListPipelinesRequest(**filters)
+        return [p.name for p in (await stub.ListPipelines(request, timeout=TIMEOUT)).pipelines]
+
+    assert await names() == ["a", "b", "c"]
+    assert await names(tags=["x"]) == ["a", "b"]
+    assert await names(tags=["x", "y"]) == ["a"]
+    assert await names(labels={"team": "core"}) == ["a", "b"]
+    assert await names(labels={"team": "core", "tier": "1"}) == ["a"]
+    assert await names(tags=["x"], labels={"team": "web"}) == []
+    assert await names(tags=["nope"]) == []
+    page = await stub.ListPipelines(
+        pb.ListPipelinesRequest(page_size=1, labels={"team": "core"}), timeout=TIMEOUT
+    )
+    assert [p.name for p in page.pipelines] == ["a"]
+    rest = await stub.ListPipelines(
+        pb.ListPipelinesRequest(
+            page_size=1, page_token=page.next_page_token, labels={"team": "core"}
+        ),
+        timeout=TIMEOUT,
+    )
+    assert [p.name for p in rest.pipelines] == ["b"]
+
+
+async def test_delete_removes_versions_and_runs(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path
+) -> None:
+    await create(stub, example)
+    await stub.UpdatePipeline(pb.UpdatePipelineRequest(pipeline=pipeline_of(example)))
+    run = await start(stub, "csv_to_parquet")
+    await watch_to_end(stub, run.run_id)
+
+    deleted = await stub.DeletePipeline(
+        pb.DeletePipelineRequest(name="csv_to_parquet"), timeout=TIMEOUT
+    )
+    assert (deleted.name, deleted.versions_deleted, deleted.runs_deleted) == (
+        "csv_to_parquet",
+        2,
+        1,
+    )
+    error = await failure(
+        stub.GetPipeline(pb.GetPipelineRequest(name="csv_to_parquet"), timeout=TIMEOUT)
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    error = await failure(stub.GetRun(pb.GetRunRequest(run_id=run.run_id), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    error = await failure(
+        stub.DeletePipeline(pb.DeletePipelineRequest(name="csv_to_parquet"), timeout=TIMEOUT)
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    error = await failure(stub.DeletePipeline(pb.DeletePipelineRequest(), timeout=TIMEOUT))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    # The name is free again.
+    assert (await create(stub, example)).pipeline.version == 1
+
+
+async def test_an_active_run_blocks_delete_until_cancelled(
+    stalled_stub: SchedulerServiceStub,
+) -> None:
+    stub = stalled_stub
+    await create(stub, noop_spec(defaultRetry=STALLING_RETRY))
+    run = await start(stub, "noop")
+    waiting = await retrying_stage(stub, run.run_id)
+    assert waiting.state == run_pb2.RUN_STATE_RUNNING
+    (stage,) = waiting.stages
+    assert stage.error_reason == "EXECUTOR_UNAVAILABLE"
+    assert when(stage.next_attempt_time) > when(waiting.create_time)
+
+    error = await failure(stub.DeletePipeline(pb.DeletePipelineRequest(name="noop")))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PIPELINE_HAS_ACTIVE_RUNS",
+    )
+    cancelled = (await stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), timeout=TIMEOUT)).run
+    assert cancelled.state == run_pb2.RUN_STATE_CANCELLED
+    assert not cancelled.stages[0].HasField("next_attempt_time")
+    error = await failure(stub.CancelRun(pb.CancelRunRequest(run_id=run.run_id), timeout=TIMEOUT))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "RUN_ALREADY_FINISHED",
+    )
+    deleted = await stub.DeletePipeline(pb.DeletePipelineRequest(name="noop"), timeout=TIMEOUT)
+    assert (deleted.versions_deleted, deleted.runs_deleted) == (1, 1)
+
+
+async def test_run_params_override_defaults_and_reach_the_templates(
+    stub: SchedulerServiceStub, data_root: Path
+) -> None:
+    spec = {
+        "name": "templated",
+        "params": {"region": "eu", "limit": 10},
+        "steps": [
+            {"name": "rows", "source": {"inline": {"rows": [{"n": 1}, {"n": 2}]}}},
+            {
+                "name": "out",
+                "inputs": ["rows"],
+                "sink": {
+                    "file": {
+                        "path": "out/{{ params.region }}/{{ ds }}-{{ params.limit }}.csv",
+                        "format": "FILE_FORMAT_CSV",
+                    }
+                },
+            },
+        ],
+    }
+    created = await create(stub, spec)
+    assert json_format.MessageToDict(created.pipeline)["params"] == {"region": "eu", "limit": 10}
+    request = pb.RunPipelineRequest(pipeline="templated")
+    request.params["region"].string_value = "us"
+    run = (await stub.RunPipeline(request, timeout=TIMEOUT)).run
+    assert run.trigger == run_pb2.RUN_TRIGGER_MANUAL
+    assert {k: json_format.MessageToDict(v) for k, v in run.params.items()} == {
+        "region": "us",
+        "limit": 10,
+    }
+    assert run.logical_date == run.data_interval_start == run.data_interval_end
+    assert abs(when(run.logical_date) - when(run.create_time)) < timedelta(seconds=1)
+    assert run.backfill_id == ""
+
+    final = (await watch_to_end(stub, run.run_id))[-1]
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    assert final.params == run.params
+    written = data_root / "out" / "us" / f"{when(run.logical_date):%Y-%m-%d}-10.csv"
+    assert pa_csv.read_csv(written).num_rows == 2
+
+    request = pb.RunPipelineRequest(pipeline="templated")
+    request.params["regoin"].string_value = "us"
+    error = await failure(stub.RunPipeline(request, timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_PARAM")
+    assert [v.field for v in error.violations] == ['params["regoin"]']
+
+    spec["name"] = "bad_template"
+    spec["steps"][1]["sink"]["file"]["path"] = "out/{{ nowhere }}.csv"
+    error = await failure(create(stub, spec))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PIPELINE_SPEC")
+    assert [v.field for v in error.violations] == ["pipeline.steps[1].sink.file.path"]
+
+
+async def test_runs_show_stage_upstream_and_respect_it(stub: SchedulerServiceStub) -> None:
+    await create(stub, after_spec())
+    run = await start(stub, "dims_then_facts")
+    assert {s.stage_id: list(s.upstream) for s in run.stages} == {
+        "dims_out": [],
+        "facts_out": ["dims_out"],
+    }
+    final = (await watch_to_end(stub, run.run_id))[-1]
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    stages = {s.stage_id: s for s in final.stages}
+    assert when(stages["dims_out"].end_time) <= when(stages["facts_out"].start_time)
+
+
+async def test_stage_logs_page_and_bad_requests(
+    stub: SchedulerServiceStub, example: dict[str, Any], orders: Path
+) -> None:
+    await create(stub, example)
+    run = await start(stub, "csv_to_parquet")
+    await watch_to_end(stub, run.run_id)
+
+    response = await stub.ListStageLogs(
+        pb.ListStageLogsRequest(run_id=run.run_id, stage_id="out"), timeout=TIMEOUT
+    )
+    assert response.attempt == 1
+    lines = list(response.lines)
+    assert response.next_page_token == ""
+    for line in lines:
+        assert line.time.seconds > 0
+        assert line.level != task_pb2.LOG_LEVEL_UNSPECIFIED
+    same = await stub.ListStageLogs(
+        pb.ListStageLogsRequest(run_id=run.run_id, stage_id="out", attempt=1), timeout=TIMEOUT
+    )
+    assert list(same.lines) == lines
+    assert len(lines) >= 2  # the executor logs at least the start and the commit
+    first = await stub.ListStageLogs(
+        pb.ListStageLogsRequest(run_id=run.run_id, stage_id="out", page_size=1),
+        timeout=TIMEOUT,
+    )
+    assert list(first.lines) == lines[:1]
+    assert first.next_page_token
+    second = await stub.ListStageLogs(
+        pb.ListStageLogsRequest(
+            run_id=run.run_id, stage_id="out", page_size=1, page_token=first.next_page_token
+        ),
+        timeout=TIMEOUT,
+    )
+    assert list(second.lines) == lines[1:2]
+
+    error = await failure(
+        stub.ListStageLogs(pb.ListStageLogsRequest(run_id=run.run_id, stage_id="nope"))
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "STAGE_NOT_FOUND")
+    error = await failure(
+        stub.ListStageLogs(pb.ListStageLogsRequest(run_id="nope", stage_id="out"))
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "RUN_NOT_FOUND")
+    error = await failure(
+        stub.ListStageLogs(
+            pb.ListStageLogsRequest(run_id=run.run_id, stage_id="out", page_token="zz")
+        )
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+    error = await failure(
+        stub.ListStageLogs(pb.ListStageLogsRequest(run_id=run.run_id, stage_id="out", page_size=-1))
+    )
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_backfill_runs_each_interval_once(stub: SchedulerServiceStub) -> None:
+    await create(stub, noop_spec(schedule=YEARLY, params={"tag": "x"}))
+    request = pb.BackfillPipelineRequest(
+        pipeline="noop",
+        start_date=stamp(utc(2020, 1, 1)),
+        end_date=stamp(utc(2023, 1, 1)),
+        max_active_runs=2,
+        request_id="backfill-1",
+    )
+    request.params["tag"].string_value = "backfilled"
+    created = (await stub.BackfillPipeline(request, timeout=TIMEOUT)).backfill
+    assert created.backfill_id
+    assert (created.pipeline, created.total_runs, created.max_active_runs) == ("noop", 3, 2)
+    assert (when(created.start_date), when(created.end_date)) == (utc(2020, 1, 1), utc(2023, 1, 1))
+    assert created.request_id == "backfill-1"
+    assert json_format.MessageToDict(created)["params"] == {"tag": "backfilled"}
+    again = (await stub.BackfillPipeline(request, timeout=TIMEOUT)).backfill
+    assert again.backfill_id == created.backfill_id
+
+    done = await until_backfill_ends(stub, created.backfill_id)
+    assert done.state == run_pb2.BACKFILL_STATE_SUCCEEDED, done
+    assert (done.total_runs, done.created_runs, done.succeeded_runs, done.failed_runs) == (
+        3,
+        3,
+        3,
+        0,
+    )
+    assert done.HasField("end_time")
+
+    runs = (
+        await stub.ListRuns(pb.ListRunsRequest(backfill_id=created.backfill_id), timeout=TIMEOUT)
+    ).runs
+    assert [when(r.logical_date) for r in runs] == [
+        utc(2022, 1, 1),
+        utc(2021, 1, 1),
+        utc(2020, 1, 1),
+    ]
+    for run in runs:
+        assert run.trigger == run_pb2.RUN_TRIGGER_BACKFILL
+        assert run.backfill_id == created.backfill_id
+        assert run.data_interval_start == run.logical_date
+        assert when(run.data_interval_end) == utc(when(run.logical_date).year + 1, 1, 1)
+        assert run.state == run_pb2.RUN_STATE_SUCCEEDED
+        assert json_format.MessageToDict(run.params["tag"]) == "backfilled"
+
+    listed = (await stub.ListBackfills(pb.ListBackfillsRequest(), timeout=TIMEOUT)).backfills
+    assert [b.backfill_id for b in listed] == [created.backfill_id]
+    assert listed[0] == done
+    other = await stub.ListBackfills(pb.ListBackfillsRequest(pipeline="other"), timeout=TIMEOUT)
+    assert list(other.backfills) == []
+    error = await failure(
+        stub.CancelBackfill(pb.CancelBackfillRequest(backfill_id=created.backfill_id))
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BACKFILL_ALREADY_FINISHED",
+    )
+
+
+async def test_backfill_bad_requests(stub: SchedulerServiceStub) -> None:
+    await create(stub, noop_spec(schedule=YEARLY))
+    await create(stub, noop_spec("adhoc"))
+
+    def backfill(**fields: Any) -> Any:
+        """BackfillPipeline of a valid request with ``fields`` changed (None: cleared)."""
+        request = pb.BackfillPipelineRequest(
+            pipeline="noop", start_date=stamp(utc(2020, 1, 1)), end_date=stamp(utc(2022, 1, 1))
+        )
+        for name, value in fields.items():
+            if value is None:
+                request.ClearField(name)
+            elif isinstance(value, Timestamp):
+                getattr(request, name).CopyFrom(value)
+            else:
+                setattr(request, name, value)
+        return stub.BackfillPipeline(request, timeout=TIMEOUT)
+
+    error = await failure(backfill(pipeline="nope"))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "PIPELINE_NOT_FOUND")
+    error = await failure(backfill(pipeline="adhoc"))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PIPELINE_NOT_SCHEDULED",
+    )
+    error = await failure(backfill(end_date=stamp(utc(2020, 1, 1))))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    error = await failure(backfill(start_date=None))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.violations] == ["start_date"]
+    error = await failure(backfill(max_active_runs=-1))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    request = pb.BackfillPipelineRequest(
+        pipeline="noop", start_date=stamp(utc(2020, 1, 1)), end_date=stamp(utc(2022, 1, 1))
+    )
+    request.params["nope"].bool_value = True
+    error = await failure(stub.BackfillPipeline(request, timeout=TIMEOUT))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNKNOWN_PARAM")
+
+    error = await failure(stub.GetBackfill(pb.GetBackfillRequest(backfill_id="nope")))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "BACKFILL_NOT_FOUND")
+    error = await failure(stub.CancelBackfill(pb.CancelBackfillRequest(backfill_id="nope")))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "BACKFILL_NOT_FOUND")
+    error = await failure(stub.ListBackfills(pb.ListBackfillsRequest(page_token="zz")))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+    listed = await stub.ListBackfills(pb.ListBackfillsRequest(), timeout=TIMEOUT)
+    assert list(listed.backfills) == []
+
+
+async def test_cancelling_a_backfill_cancels_its_runs(stalled_stub: SchedulerServiceStub) -> None:
+    stub = stalled_stub
+    await create(stub, noop_spec(schedule=YEARLY, defaultRetry=STALLING_RETRY))
+    request = pb.BackfillPipelineRequest(
+        pipeline="noop",
+        start_date=stamp(utc(2020, 1, 1)),
+        end_date=stamp(utc(2023, 1, 1)),
+        max_active_runs=1,
+    )
+    created = (await stub.BackfillPipeline(request, timeout=TIMEOUT)).backfill
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        runs = (
+            await stub.ListRuns(
+                pb.ListRunsRequest(backfill_id=created.backfill_id), timeout=TIMEOUT
+            )
+        ).runs
+        if runs:
+            break
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    (first,) = runs  # max_active_runs 1: one at a time
+    assert when(first.logical_date) == utc(2020, 1, 1)
+    await retrying_stage(stub, first.run_id)
+    running = (
+        await stub.GetBackfill(pb.GetBackfillRequest(backfill_id=created.backfill_id))
+    ).backfill
+    assert (running.state, running.created_runs, running.succeeded_runs) == (
+        run_pb2.BACKFILL_STATE_RUNNING,
+        1,
+        0,
+    )
+
+    cancelled = (
+        await stub.CancelBackfill(
+            pb.CancelBackfillRequest(backfill_id=created.backfill_id), timeout=TIMEOUT
+        )
+    ).backfill
+    assert cancelled.state == run_pb2.BACKFILL_STATE_CANCELLED
+    assert cancelled.HasField("end_time")
+    final = (await watch_to_end(stub, first.run_id))[-1]
+    assert final.state == run_pb2.RUN_STATE_CANCELLED
+    await asyncio.sleep(0.3)  # no further run appears
+    runs = (
+        await stub.ListRuns(pb.ListRunsRequest(backfill_id=created.backfill_id), timeout=TIMEOUT)
+    ).runs
+    assert [r.run_id for r in runs] == [first.run_id]
+    error = await failure(
+        stub.CancelBackfill(pb.CancelBackfillRequest(backfill_id=created.backfill_id))
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BACKFILL_ALREADY_FINISHED",
+    )

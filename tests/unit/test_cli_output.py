@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -344,3 +347,238 @@ def test_rest_steps_show_settings_but_never_credential_like_values() -> None:
 
 def test_artifact_steps_show_their_key() -> None:
     assert settings_of(source={"artifact": {"key": "runs/r/s/out"}}) == "key=runs/r/s/out"
+
+
+def test_plan_lines_show_each_stage_upstream() -> None:
+    plan = [
+        pipeline_pb2.PlannedStage(stage_id="orders", steps=["orders"]),
+        pipeline_pb2.PlannedStage(stage_id="eu", steps=["orders", "eu"], upstream=["orders"]),
+        pipeline_pb2.PlannedStage(
+            stage_id="facts", steps=["raw", "facts"], upstream=["dims", "orders"]
+        ),
+    ]
+    assert output.plan_lines(plan) == [
+        "  stage orders: orders",
+        "  stage eu: orders -> eu (after orders)",
+        "  stage facts: raw -> facts (after dims, orders)",
+    ]
+    assert output.plan_lines([]) == ["  (no stages)"]
+
+
+def scheduled_pipeline(**fields: object) -> pipeline_pb2.Pipeline:
+    from google.protobuf.json_format import ParseDict
+
+    spec = {
+        "name": "nightly",
+        "version": 2,
+        "params": {"region": "eu", "min_amount": 100, "days": [1, 2]},
+        "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris", "catchup": True},
+        "steps": [
+            {"name": "dims", "source": {"inline": {"rows": [{"a": 1}]}}},
+            {"name": "dims_out", "inputs": ["dims"], "sink": {"discard": {}}},
+            {"name": "facts", "source": {"inline": {"rows": [{"b": 2}]}}},
+            {
+                "name": "facts_out",
+                "inputs": ["facts"],
+                "after": ["dims_out"],
+                "sink": {"discard": {}},
+            },
+        ],
+        **fields,
+    }
+    return ParseDict(spec, pipeline_pb2.Pipeline())
+
+
+def test_pipeline_detail_shows_params_schedule_pause_next_run_and_after() -> None:
+    pipeline = scheduled_pipeline(nextRunTime="2030-01-02T01:00:00Z")
+    plan = [
+        pipeline_pb2.PlannedStage(stage_id="dims_out", steps=["dims", "dims_out"]),
+        pipeline_pb2.PlannedStage(
+            stage_id="facts_out", steps=["facts", "facts_out"], upstream=["dims_out"]
+        ),
+    ]
+    lines = output.pipeline_detail_lines(pipeline, plan)
+    assert 'Params:       days=[1, 2], min_amount=100, region="eu"' in lines
+    assert "Schedule:     0 2 * * * (Europe/Paris), catchup on" in lines
+    assert "Paused:       no" in lines
+    (next_run,) = [line for line in lines if line.startswith("Next run:")]
+    assert next_run == f"Next run:     {output.format_timestamp(pipeline.next_run_time)}"
+    assert lines[lines.index("Steps:") + 1 :] == [
+        "  NAME       KIND           INPUTS  AFTER     SETTINGS",
+        '  dims       source/inline  -       -         rows=[{"a": 1}]',
+        "  dims_out   sink/discard   dims    -         -",
+        '  facts      source/inline  -       -         rows=[{"b": 2}]',
+        "  facts_out  sink/discard   facts   dims_out  -",
+        "Plan:",
+        "  stage dims_out: dims -> dims_out",
+        "  stage facts_out: facts -> facts_out (after dims_out)",
+    ]
+
+
+def test_next_run_says_why_there_is_none() -> None:
+    assert output.next_run_text(scheduled_pipeline(paused=True)) == "- (paused)"
+    assert output.next_run_text(scheduled_pipeline()) == "- (the schedule has ended)"
+    unscheduled = pipeline_pb2.Pipeline(name="p")
+    assert output.next_run_text(unscheduled) == "- (no schedule)"
+    assert output.paused_lines(unscheduled) == ["unpaused pipeline p (it has no schedule)"]
+    assert output.paused_lines(scheduled_pipeline(paused=True)) == ["paused pipeline nightly"]
+    lines = output.pipeline_detail_lines(unscheduled, [])
+    assert "Schedule:     -" in lines
+    assert "Params:       -" in lines
+
+
+def test_pipeline_table_shows_the_schedule_and_whether_it_is_paused() -> None:
+    rows = output.pipeline_table(
+        [scheduled_pipeline(paused=True), pipeline_pb2.Pipeline(name="adhoc", version=1)]
+    )
+    assert rows[0].split()[:4] == ["NAME", "VERSION", "STEPS", "SCHEDULE"]
+    assert "0 2 * * * (paused)" in rows[1]
+    assert rows[2].split()[:4] == ["adhoc", "1", "0", "-"]
+
+
+def test_validation_lines() -> None:
+    plan = [pipeline_pb2.PlannedStage(stage_id="out", steps=["a", "out"])]
+    assert output.valid_lines("p.yaml", plan) == [
+        "p.yaml: valid; plan (1 stage):",
+        "  stage out: a -> out",
+    ]
+    assert output.invalid_lines(
+        "p.yaml", [FieldViolation("pipeline.schedule.cron", "has 4 fields")]
+    ) == [
+        "error: p.yaml: the pipeline spec has 1 problem (INVALID_ARGUMENT, INVALID_PIPELINE_SPEC)",
+        "  - pipeline.schedule.cron: has 4 fields",
+    ]
+
+
+def test_run_status_shows_trigger_interval_params_backfill_upstream_and_next_attempt() -> None:
+    run = run_of(
+        run_pb2.RUN_STATE_RUNNING,
+        stage("out", run_pb2.STAGE_STATE_QUEUED, reason="EXECUTOR_UNAVAILABLE"),
+    )
+    run.trigger = run_pb2.RUN_TRIGGER_BACKFILL
+    run.backfill_id = "bf-1"
+    run.logical_date.FromSeconds(1_700_000_000)
+    run.data_interval_start.FromSeconds(1_700_000_000)
+    run.data_interval_end.FromSeconds(1_700_086_400)
+    run.params["region"].string_value = "eu"
+    run.params["n"].number_value = 3
+    run.stages[0].upstream.append("dims")
+    run.stages[0].next_attempt_time.FromSeconds(1_800_000_010)
+    lines = output.run_status_lines(run)
+    assert "Trigger:   BACKFILL" in lines
+    assert f"Logical:   {output.format_timestamp(run.logical_date)}" in lines
+    assert (
+        f"Interval:  {output.format_timestamp(run.data_interval_start)}"
+        f" .. {output.format_timestamp(run.data_interval_end)}"
+    ) in lines
+    assert 'Params:    n=3, region="eu"' in lines
+    assert "Backfill:  bf-1" in lines
+    assert "      after: dims" in lines
+    assert f"      next attempt at {output.format_timestamp(run.stages[0].next_attempt_time)}" in (
+        lines
+    )
+    header, row = output.run_table([run])
+    assert header.split() == [
+        "RUN",
+        "ID",
+        "PIPELINE",
+        "VERSION",
+        "STATE",
+        "TRIGGER",
+        "LOGICAL",
+        "DATE",
+        "CREATED",
+        "DURATION",
+    ]
+    assert row.split()[:5] == ["r-1", "csv_to_parquet", "2", "RUNNING", "BACKFILL"]
+
+
+def backfill_of(state: int, **counters: int) -> run_pb2.Backfill:
+    backfill = run_pb2.Backfill(
+        backfill_id="bf-1", pipeline="nightly", state=state, max_active_runs=2, **counters
+    )
+    backfill.start_date.FromSeconds(1_700_000_000)
+    backfill.end_date.FromSeconds(1_700_259_200)
+    backfill.create_time.FromSeconds(1_800_000_000)
+    return backfill
+
+
+def test_backfill_rendering() -> None:
+    running = backfill_of(
+        run_pb2.BACKFILL_STATE_RUNNING, total_runs=3, created_runs=2, succeeded_runs=1
+    )
+    assert output.backfill_progress(running) == "2/3 runs created, 1 succeeded, 0 failed"
+    header, row = output.backfill_table([running])
+    assert header.split()[:4] == ["BACKFILL", "ID", "PIPELINE", "STATE"]
+    assert row.split()[:3] == ["bf-1", "nightly", "RUNNING"]
+    assert "2/3" in row.split()
+    assert output.backfill_table([]) == ["no backfills"]
+    lines = output.backfill_lines(running)
+    assert "State:       RUNNING" in lines
+    assert "Runs:        2/3 runs created, 1 succeeded, 0 failed" in lines
+    assert "Max active:  2" in lines
+    assert "Ended:       -" in lines
+    done = backfill_of(run_pb2.BACKFILL_STATE_FAILED, total_runs=3, created_runs=3, failed_runs=1)
+    assert output.backfill_result_lines(done) == [
+        "backfill bf-1 FAILED: 3/3 runs created, 0 succeeded, 1 failed"
+    ]
+
+
+def test_log_lines_keep_level_step_and_every_line_of_the_message() -> None:
+    line = task_pb2.LogLine(level=task_pb2.LOG_LEVEL_WARNING, step="orders", message="slow\nread")
+    line.time.FromMilliseconds(1_800_000_000_123)
+    text = output.log_line_text(line)
+    when = datetime.fromtimestamp(1_800_000_000.123, UTC).astimezone()
+    when_text = when.isoformat(sep=" ", timespec="milliseconds")  # local time, with ms
+    assert text == f"{when_text} WARNING [orders] slow\n    read"
+    bare = output.log_line_text(task_pb2.LogLine(level=task_pb2.LOG_LEVEL_INFO, message="done"))
+    assert bare == "- INFO    done"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n=42", ("n", 42)),
+        ("ratio=0.5", ("ratio", 0.5)),
+        ("flag=true", ("flag", True)),
+        ("none=null", ("none", None)),
+        ("days=[1, 2]", ("days", [1, 2])),
+        ('obj={"a": "b"}', ("obj", {"a": "b"})),
+        ('quoted="42"', ("quoted", "42")),
+        ("region=eu", ("region", "eu")),
+        ("day=2026-01-01", ("day", "2026-01-01")),
+        ("code=007", ("code", "007")),
+        ("x=NaN", ("x", "NaN")),
+        ("empty=", ("empty", "")),
+        ("expr=a=b", ("expr", "a=b")),
+    ],
+)
+def test_params_are_json_when_they_parse_and_strings_otherwise(
+    text: str, expected: tuple[str, object]
+) -> None:
+    from datadog_platform.cli.main import parse_param
+
+    assert parse_param(text) == expected
+
+
+def test_malformed_params_and_dates_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pipeline", "run", "p", "-p", "novalue"]) == ExitCode.USAGE
+    assert main(["pipeline", "run", "p", "-p", "=1"]) == ExitCode.USAGE
+    assert main(["pipeline", "backfill", "p", "--start", "yesterday", "--end", "x"]) == (
+        ExitCode.USAGE
+    )
+    assert main(["pipeline", "backfill", "p", "--start", "2026-01-01"]) == ExitCode.USAGE
+    assert main(["run", "logs", "r", "s", "--attempt", "-1"]) == ExitCode.USAGE
+    _, err = capsys.readouterr()
+    assert "expected KEY=VALUE" in err
+    assert "not an ISO 8601 date or time" in err
+
+
+def test_db_upgrade_is_wired_into_the_command_tree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "scheduler.db"
+    assert main(["db", "upgrade", "--store", str(store)]) == ExitCode.OK
+    out, _ = capsys.readouterr()
+    assert "schema version" in out
+    assert store.exists()

@@ -150,5 +150,6 @@ def test_cli_rejects_a_bad_file_with_exit_4_before_any_call(
     assert out == ""
     assert err.splitlines() == [
         f'error: {path}: unknown field "stepz" at Pipeline; expected one of: name, '
-        "description, tags, labels, steps, default_retry, version, create_time, update_time"
+        "description, tags, labels, steps, default_retry, params, schedule, max_active_runs, "
+        "max_active_tasks, run_timeout"
     ]

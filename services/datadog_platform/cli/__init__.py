@@ -7,9 +7,9 @@ services locally as separate processes.
 Exit codes (also shown by ``datadog --help``):
 
 - 0: success
-- 1: the run failed (or was cancelled)
+- 1: the run or backfill failed (or was cancelled)
 - 2: usage error (bad command line)
-- 3: not found (pipeline, run, ...)
+- 3: not found (pipeline, run, backfill, ...)
 - 4: invalid argument (unreadable or invalid pipeline file, or INVALID_ARGUMENT)
 - 5: the scheduler cannot be reached, or did not answer in time
 - 6: any other error

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 
 from datadog_platform.api.common.v1 import connection_pb2
 from datadog_platform.api.scheduler.v1 import (
@@ -19,6 +21,7 @@ from datadog_platform.core.server import CHANNEL_OPTIONS
 
 # Larger pages mean fewer round trips for listings; the server caps them anyway.
 _PAGE_SIZE = 1000
+_LOG_PAGE_SIZE = 1000
 T = TypeVar("T")
 
 
@@ -66,19 +69,57 @@ class SchedulerClient:
         request = scheduler_service_pb2.GetPipelineRequest(name=name, version=version)
         return self._stub.GetPipeline(request, timeout=self.timeout)
 
-    def list_pipelines(self) -> list[pipeline_pb2.Pipeline]:
-        """The latest version of every pipeline, by name (all pages)."""
+    def update_pipeline(
+        self, pipeline: pipeline_pb2.Pipeline, request_id: str = ""
+    ) -> scheduler_service_pb2.UpdatePipelineResponse:
+        """Store a new version of an existing pipeline; returns it with its plan."""
+        request = scheduler_service_pb2.UpdatePipelineRequest(
+            pipeline=pipeline, request_id=request_id
+        )
+        return self._stub.UpdatePipeline(request, timeout=self.timeout)
+
+    def validate_pipeline(
+        self, pipeline: pipeline_pb2.Pipeline
+    ) -> scheduler_service_pb2.ValidatePipelineResponse:
+        """Check a spec without storing it: its plan, or its problems."""
+        request = scheduler_service_pb2.ValidatePipelineRequest(pipeline=pipeline)
+        return self._stub.ValidatePipeline(request, timeout=self.timeout)
+
+    def delete_pipeline(self, name: str) -> scheduler_service_pb2.DeletePipelineResponse:
+        """Delete a pipeline with its versions, runs and backfills."""
+        request = scheduler_service_pb2.DeletePipelineRequest(name=name)
+        return self._stub.DeletePipeline(request, timeout=self.timeout)
+
+    def pause_pipeline(self, name: str) -> pipeline_pb2.Pipeline:
+        """Stop the pipeline's schedule from creating runs."""
+        request = scheduler_service_pb2.PausePipelineRequest(name=name)
+        return self._stub.PausePipeline(request, timeout=self.timeout).pipeline
+
+    def unpause_pipeline(self, name: str) -> pipeline_pb2.Pipeline:
+        """Let the pipeline's schedule create runs again."""
+        request = scheduler_service_pb2.UnpausePipelineRequest(name=name)
+        return self._stub.UnpausePipeline(request, timeout=self.timeout).pipeline
+
+    def list_pipelines(
+        self, tags: Sequence[str] = (), labels: Mapping[str, str] | None = None
+    ) -> list[pipeline_pb2.Pipeline]:
+        """The latest version of every pipeline (with all ``tags`` and ``labels``), by name."""
 
         def page(token: str, size: int) -> tuple[Sequence[pipeline_pb2.Pipeline], str]:
-            request = scheduler_service_pb2.ListPipelinesRequest(page_size=size, page_token=token)
+            request = scheduler_service_pb2.ListPipelinesRequest(
+                page_size=size, page_token=token, tags=tags, labels=dict(labels or {})
+            )
             response = self._stub.ListPipelines(request, timeout=self.timeout)
             return response.pipelines, response.next_page_token
 
         return _collect(page)
 
-    def run_pipeline(self, name: str, request_id: str = "") -> run_pb2.Run:
-        """Start a run of the latest version of a pipeline."""
+    def run_pipeline(
+        self, name: str, request_id: str = "", params: Mapping[str, Any] | None = None
+    ) -> run_pb2.Run:
+        """Start a run of the latest version of a pipeline, with param overrides."""
         request = scheduler_service_pb2.RunPipelineRequest(pipeline=name, request_id=request_id)
+        _set_params(request.params, params)
         return self._stub.RunPipeline(request, timeout=self.timeout).run
 
     def get_run(self, run_id: str) -> run_pb2.Run:
@@ -100,13 +141,22 @@ class SchedulerClient:
             call.cancel()
 
     def list_runs(
-        self, pipeline: str = "", states: Sequence[int] = (), limit: int = 0
+        self,
+        pipeline: str = "",
+        states: Sequence[int] = (),
+        limit: int = 0,
+        backfill_id: str = "",
     ) -> list[run_pb2.Run]:
-        """Runs, newest first, filtered by pipeline and states; all pages unless ``limit``."""
+        """Runs, newest first, filtered by pipeline, states and backfill; all pages unless
+        ``limit``."""
 
         def page(token: str, size: int) -> tuple[Sequence[run_pb2.Run], str]:
             request = scheduler_service_pb2.ListRunsRequest(
-                pipeline=pipeline, states=states, page_size=size, page_token=token
+                pipeline=pipeline,
+                states=states,
+                page_size=size,
+                page_token=token,
+                backfill_id=backfill_id,
             )
             response = self._stub.ListRuns(request, timeout=self.timeout)
             return response.runs, response.next_page_token
@@ -132,6 +182,70 @@ class SchedulerClient:
             return response.connections, response.next_page_token
 
         return _collect(page)
+
+    def list_stage_logs(
+        self, run_id: str, stage_id: str, attempt: int = 0, page_token: str = ""
+    ) -> scheduler_service_pb2.ListStageLogsResponse:
+        """One page of a stage attempt's log lines (attempt 0: the latest)."""
+        request = scheduler_service_pb2.ListStageLogsRequest(
+            run_id=run_id,
+            stage_id=stage_id,
+            attempt=attempt,
+            page_size=_LOG_PAGE_SIZE,
+            page_token=page_token,
+        )
+        return self._stub.ListStageLogs(request, timeout=self.timeout)
+
+    def backfill_pipeline(
+        self,
+        name: str,
+        start: datetime,
+        end: datetime,
+        *,
+        max_active_runs: int = 0,
+        only_failed: bool = False,
+        params: Mapping[str, Any] | None = None,
+        request_id: str = "",
+    ) -> run_pb2.Backfill:
+        """Start a backfill of ``name`` over [start, end)."""
+        request = scheduler_service_pb2.BackfillPipelineRequest(
+            pipeline=name,
+            max_active_runs=max_active_runs,
+            only_failed=only_failed,
+            request_id=request_id,
+        )
+        request.start_date.FromDatetime(start)
+        request.end_date.FromDatetime(end)
+        _set_params(request.params, params)
+        return self._stub.BackfillPipeline(request, timeout=self.timeout).backfill
+
+    def get_backfill(self, backfill_id: str) -> run_pb2.Backfill:
+        """A backfill and the progress of its runs."""
+        request = scheduler_service_pb2.GetBackfillRequest(backfill_id=backfill_id)
+        return self._stub.GetBackfill(request, timeout=self.timeout).backfill
+
+    def list_backfills(self, pipeline: str = "", limit: int = 0) -> list[run_pb2.Backfill]:
+        """Backfills, newest first; all pages unless ``limit``."""
+
+        def page(token: str, size: int) -> tuple[Sequence[run_pb2.Backfill], str]:
+            request = scheduler_service_pb2.ListBackfillsRequest(
+                pipeline=pipeline, page_size=size, page_token=token
+            )
+            response = self._stub.ListBackfills(request, timeout=self.timeout)
+            return response.backfills, response.next_page_token
+
+        return _collect(page, limit)
+
+    def cancel_backfill(self, backfill_id: str) -> run_pb2.Backfill:
+        """Cancel a backfill and its unfinished runs; returns it in its final state."""
+        request = scheduler_service_pb2.CancelBackfillRequest(backfill_id=backfill_id)
+        return self._stub.CancelBackfill(request, timeout=self.timeout).backfill
+
+
+def _set_params(target: Any, params: Mapping[str, Any] | None) -> None:
+    """Fill a ``map<string, Value>`` field from JSON values."""
+    for name, value in (params or {}).items():
+        target[name].CopyFrom(json_format.ParseDict(value, struct_pb2.Value()))
 
 
 def _collect(fetch: Callable[[str, int], tuple[Sequence[T], str]], limit: int = 0) -> list[T]:

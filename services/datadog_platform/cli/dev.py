@@ -241,7 +241,7 @@ def start_all(args: argparse.Namespace, data_dir: Path, root: Path) -> list[Serv
             [
                 "--listen",
                 f"{HOST}:{args.scheduler_port}",
-                "--db",
+                "--store",
                 str(data_dir / "scheduler.db"),
                 "--executor",
                 executor.address,

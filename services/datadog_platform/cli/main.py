@@ -10,12 +10,15 @@ or too slow, 6 anything else, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
 
 import grpc
 
-from datadog_platform.cli import commands, dev
+from datadog_platform.cli import commands, db, dev
 from datadog_platform.cli.errors import EXIT_CODES_HELP, CliError, ExitCode, exit_code_for
 from datadog_platform.cli.output import rpc_error_lines
 from datadog_platform.core.config import DEFAULT_SCHEDULER_ADDRESS, env_default
@@ -50,25 +53,92 @@ def build_parser() -> argparse.ArgumentParser:
     )
     areas = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
 
-    pipeline = areas.add_parser("pipeline", help="create, list, show and run pipelines")
+    pipeline = areas.add_parser("pipeline", help="create, change, show, run and backfill pipelines")
     pipeline_cmds = pipeline.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     create = pipeline_cmds.add_parser("create", help="register a pipeline from a YAML/JSON file")
     create.add_argument("-f", "--file", required=True, help="pipeline file (.yaml, .yml, .json)")
     _add_request_id(create)
     create.set_defaults(handler=commands.cmd_pipeline_create)
+    update = pipeline_cmds.add_parser(
+        "update", help="store a pipeline file as the next version of its pipeline"
+    )
+    update.add_argument("-f", "--file", required=True, help="pipeline file (.yaml, .yml, .json)")
+    _add_request_id(update)
+    update.set_defaults(handler=commands.cmd_pipeline_update)
+    validate = pipeline_cmds.add_parser(
+        "validate", help="check a pipeline file without storing it: its plan or its problems"
+    )
+    validate.add_argument("-f", "--file", required=True, help="pipeline file (.yaml, .yml, .json)")
+    validate.set_defaults(handler=commands.cmd_pipeline_validate)
+    delete = pipeline_cmds.add_parser(
+        "delete", help="delete a pipeline with its versions, runs and backfills"
+    )
+    delete.add_argument("name")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    delete.set_defaults(handler=commands.cmd_pipeline_delete)
+    pause = pipeline_cmds.add_parser("pause", help="stop a pipeline's schedule creating runs")
+    pause.add_argument("name")
+    pause.set_defaults(handler=commands.cmd_pipeline_pause)
+    unpause = pipeline_cmds.add_parser("unpause", help="let a pipeline's schedule create runs")
+    unpause.add_argument("name")
+    unpause.set_defaults(handler=commands.cmd_pipeline_unpause)
     listing = pipeline_cmds.add_parser("list", help="list pipelines (latest versions)")
+    listing.add_argument(
+        "--tag", action="append", metavar="TAG", help="only pipelines with this tag (repeatable)"
+    )
+    listing.add_argument(
+        "--label",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="only pipelines with this label (repeatable)",
+    )
     listing.set_defaults(handler=commands.cmd_pipeline_list)
-    get = pipeline_cmds.add_parser("get", help="show a pipeline, its steps and its plan")
+    get = pipeline_cmds.add_parser(
+        "get", help="show a pipeline, its schedule, its steps and its plan"
+    )
     get.add_argument("name")
     get.add_argument("--version", type=int, default=0, help="version to show (default: latest)")
     get.set_defaults(handler=commands.cmd_pipeline_get)
     run = pipeline_cmds.add_parser("run", help="start a run of a pipeline's latest version")
     run.add_argument("name")
+    _add_params(run)
     _add_wait(run)
     _add_request_id(run)
     run.set_defaults(handler=commands.cmd_pipeline_run)
+    backfill = pipeline_cmds.add_parser(
+        "backfill", help="run a scheduled pipeline once per interval of a date range"
+    )
+    backfill.add_argument("name")
+    backfill.add_argument(
+        "--start",
+        required=True,
+        type=_time,
+        metavar="TIME",
+        help="start of the range, inclusive (ISO 8601, e.g. 2026-01-01 or "
+        "2026-01-01T02:00+01:00; without an offset: in the schedule's time zone)",
+    )
+    backfill.add_argument(
+        "--end", required=True, type=_time, metavar="TIME", help="end of the range, exclusive"
+    )
+    backfill.add_argument(
+        "--max-active-runs",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="how many of its runs may be unfinished at once (default 1)",
+    )
+    backfill.add_argument(
+        "--only-failed",
+        action="store_true",
+        help="run only intervals whose latest run failed or that never ran",
+    )
+    _add_params(backfill)
+    _add_wait(backfill, "follow the backfill until it ends")
+    _add_request_id(backfill)
+    backfill.set_defaults(handler=commands.cmd_pipeline_backfill)
 
-    runs = areas.add_parser("run", help="list, inspect, cancel and retry runs")
+    runs = areas.add_parser("run", help="list, inspect, cancel and retry runs; read stage logs")
     run_cmds = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     status = run_cmds.add_parser("status", help="show a run and each of its stages")
     status.add_argument("run_id", metavar="RUN_ID")
@@ -85,9 +155,30 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"only runs in these states ({', '.join(_RUN_STATES)})",
     )
     run_list.add_argument(
+        "--backfill", default="", metavar="ID", help="only the runs of this backfill"
+    )
+    run_list.add_argument(
         "--limit", type=int, default=0, metavar="N", help="at most N runs (default: all)"
     )
     run_list.set_defaults(handler=commands.cmd_run_list)
+    logs = run_cmds.add_parser("logs", help="print the log lines of a stage attempt")
+    logs.add_argument("run_id", metavar="RUN_ID")
+    logs.add_argument("stage", metavar="STAGE")
+    logs.add_argument(
+        "--attempt",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="attempt number (default: the latest)",
+    )
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="keep printing new lines until the attempt ends (without --attempt: "
+        "and the stage's next attempts)",
+    )
+    logs.set_defaults(handler=commands.cmd_run_logs)
     cancel = run_cmds.add_parser("cancel", help="cancel a run that has not finished")
     cancel.add_argument("run_id", metavar="RUN_ID")
     _add_request_id(cancel)
@@ -100,10 +191,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_request_id(retry)
     retry.set_defaults(handler=commands.cmd_run_retry)
 
+    backfills = areas.add_parser("backfill", help="list, inspect and cancel backfills")
+    backfill_cmds = backfills.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    backfill_list = backfill_cmds.add_parser("list", help="list backfills, newest first")
+    backfill_list.add_argument(
+        "--pipeline", default="", metavar="NAME", help="only this pipeline's"
+    )
+    backfill_list.add_argument(
+        "--limit", type=int, default=0, metavar="N", help="at most N backfills (default: all)"
+    )
+    backfill_list.set_defaults(handler=commands.cmd_backfill_list)
+    backfill_get = backfill_cmds.add_parser("get", help="show a backfill and its progress")
+    backfill_get.add_argument("backfill_id", metavar="BACKFILL_ID")
+    backfill_get.set_defaults(handler=commands.cmd_backfill_get)
+    backfill_cancel = backfill_cmds.add_parser(
+        "cancel", help="stop a backfill and cancel its unfinished runs"
+    )
+    backfill_cancel.add_argument("backfill_id", metavar="BACKFILL_ID")
+    backfill_cancel.set_defaults(handler=commands.cmd_backfill_cancel)
+
     connector = areas.add_parser("connector", help="inspect connections")
     connector_cmds = connector.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     connections = connector_cmds.add_parser("list", help="list the configured connections")
     connections.set_defaults(handler=commands.cmd_connector_list)
+
+    db.add_db_parser(areas)
 
     dev_parser = areas.add_parser(
         "dev",
@@ -116,15 +228,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_wait(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--wait", action="store_true", help="follow the run until it ends")
+def _add_wait(parser: argparse.ArgumentParser, text: str = "follow the run until it ends") -> None:
+    parser.add_argument("--wait", action="store_true", help=text)
     parser.add_argument(
         "--wait-timeout",
         type=_positive_float,
         default=commands.DEFAULT_WAIT_TIMEOUT,
         metavar="SECONDS",
-        help="how long --wait follows the run (default 86400)",
+        help="how long --wait follows it (default 86400)",
     )
+
+
+def _add_params(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        type=parse_param,
+        metavar="KEY=VALUE",
+        help="override a param (repeatable); VALUE is read as JSON when it parses "
+        '(42, true, [1, 2], {"a": 1}, "quoted"), as a string otherwise',
+    )
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value): the value as JSON when it parses, else the string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; such a value stays a string.
+    raise ValueError(name)
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 date or time: {text!r} (e.g. 2026-01-01 or 2026-01-01T02:00Z)"
+        ) from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
 
 
 def _add_request_id(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, message, timestamp_pb2
 
-from datadog_platform.api.common.v1 import connection_pb2, step_pb2
+from datadog_platform.api.common.v1 import connection_pb2, step_pb2, task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
 from datadog_platform.core.errors import FieldViolation
 from datadog_platform.core.status import RpcErrorDetails
@@ -102,22 +102,117 @@ def _stage_steps(steps: Sequence[str]) -> str:
 
 
 def plan_lines(plan: Sequence[pipeline_pb2.PlannedStage], indent: str = "  ") -> list[str]:
-    """One line per planned stage: its id and its fused chain of steps."""
+    """One line per planned stage: its id, its fused chain of steps and its upstream stages."""
     if not plan:
         return [f"{indent}(no stages)"]
-    return [f"{indent}stage {stage.stage_id}: {_stage_steps(stage.steps)}" for stage in plan]
+    return [
+        f"{indent}stage {stage.stage_id}: {_stage_steps(stage.steps)}"
+        + (f" (after {', '.join(stage.upstream)})" if stage.upstream else "")
+        for stage in plan
+    ]
+
+
+def _stage_count(plan: Sequence[pipeline_pb2.PlannedStage]) -> str:
+    return f"{len(plan)} stage{'s' if len(plan) != 1 else ''}"
 
 
 def created_lines(
     pipeline: pipeline_pb2.Pipeline, plan: Sequence[pipeline_pb2.PlannedStage]
 ) -> list[str]:
     """What ``pipeline create`` prints."""
-    count = f"{len(plan)} stage{'s' if len(plan) != 1 else ''}"
     return [
         f"created pipeline {pipeline.name} version {pipeline.version}",
-        f"plan ({count}):",
+        f"plan ({_stage_count(plan)}):",
         *plan_lines(plan),
+        *_next_run_lines(pipeline),
     ]
+
+
+def updated_lines(
+    pipeline: pipeline_pb2.Pipeline, plan: Sequence[pipeline_pb2.PlannedStage]
+) -> list[str]:
+    """What ``pipeline update`` prints."""
+    return [
+        f"updated pipeline {pipeline.name} to version {pipeline.version}",
+        f"plan ({_stage_count(plan)}):",
+        *plan_lines(plan),
+        *_next_run_lines(pipeline),
+    ]
+
+
+def _next_run_lines(pipeline: pipeline_pb2.Pipeline) -> list[str]:
+    if not pipeline.HasField("schedule"):
+        return []
+    return [f"schedule: {schedule_text(pipeline.schedule)}; next run: {next_run_text(pipeline)}"]
+
+
+def valid_lines(source: str, plan: Sequence[pipeline_pb2.PlannedStage]) -> list[str]:
+    """What ``pipeline validate`` prints for a valid spec."""
+    return [f"{source}: valid; plan ({_stage_count(plan)}):", *plan_lines(plan)]
+
+
+def invalid_lines(source: str, violations: Sequence[FieldViolation]) -> list[str]:
+    """What ``pipeline validate`` prints (on standard error) for an invalid spec."""
+    count = len(violations)
+    return [
+        f"error: {source}: the pipeline spec has {count} problem{'s' if count != 1 else ''}"
+        " (INVALID_ARGUMENT, INVALID_PIPELINE_SPEC)",
+        *violation_lines(violations),
+    ]
+
+
+def paused_lines(pipeline: pipeline_pb2.Pipeline) -> list[str]:
+    """What ``pipeline pause`` and ``pipeline unpause`` print."""
+    if pipeline.paused:
+        return [f"paused pipeline {pipeline.name}"]
+    if not pipeline.HasField("schedule"):
+        return [f"unpaused pipeline {pipeline.name} (it has no schedule)"]
+    return [f"unpaused pipeline {pipeline.name}; next run: {next_run_text(pipeline)}"]
+
+
+def schedule_text(schedule: pipeline_pb2.Schedule) -> str:
+    """``0 2 * * * (Europe/Paris), catchup on, from ... until ...``."""
+    text = f"{schedule.cron} ({schedule.timezone or 'UTC'}), catchup "
+    text += "on" if schedule.catchup else "off"
+    if schedule.HasField("start_time"):
+        text += f", from {format_timestamp(schedule.start_time)}"
+    if schedule.HasField("end_time"):
+        text += f", until {format_timestamp(schedule.end_time)}"
+    return text
+
+
+def next_run_text(pipeline: pipeline_pb2.Pipeline) -> str:
+    """When the schedule fires next, or why it does not."""
+    if pipeline.HasField("next_run_time"):
+        return format_timestamp(pipeline.next_run_time)
+    if not pipeline.HasField("schedule"):
+        return "- (no schedule)"
+    if pipeline.paused:
+        return "- (paused)"
+    return "- (the schedule has ended)"
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    """``name=<JSON value>`` pairs, sorted by name; ``-`` when there are none."""
+    if not params:
+        return "-"
+    return ", ".join(
+        f"{name}={json.dumps(_json_of(value), ensure_ascii=False)}"
+        for name, value in sorted(params.items())
+    )
+
+
+def _json_of(value: Any) -> Any:
+    """A protobuf ``Value`` as JSON (integral numbers as integers); plain values as they are."""
+    if isinstance(value, message.Message):
+        value = json_format.MessageToDict(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, list):
+        return [_json_of(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json_of(item) for key, item in value.items()}
+    return value
 
 
 def pipeline_table(pipelines: Sequence[pipeline_pb2.Pipeline]) -> list[str]:
@@ -129,13 +224,20 @@ def pipeline_table(pipelines: Sequence[pipeline_pb2.Pipeline]) -> list[str]:
             p.name,
             str(p.version),
             str(len(p.steps)),
+            _schedule_cell(p),
             format_timestamp(p.update_time),
             ",".join(p.tags) or "-",
             p.description or "-",
         )
         for p in pipelines
     ]
-    return table(("NAME", "VERSION", "STEPS", "UPDATED", "TAGS", "DESCRIPTION"), rows)
+    return table(("NAME", "VERSION", "STEPS", "SCHEDULE", "UPDATED", "TAGS", "DESCRIPTION"), rows)
+
+
+def _schedule_cell(pipeline: pipeline_pb2.Pipeline) -> str:
+    if not pipeline.schedule.cron:
+        return "-"
+    return f"{pipeline.schedule.cron}{' (paused)' if pipeline.paused else ''}"
 
 
 def step_kind(step: step_pb2.Step) -> str:
@@ -215,28 +317,43 @@ def _flatten(value: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(value, str):
         # A multi-line query must not break the table; spaces inside a line are kept.
         return [(prefix, _LINE_BREAKS.sub(" ", value).strip())]
-    return [(prefix, json.dumps(value, ensure_ascii=False))]
+    # Protobuf numbers in free-form values (inline rows) are doubles: show 1, not 1.0.
+    return [(prefix, json.dumps(_json_of(value), ensure_ascii=False))]
 
 
 def pipeline_detail_lines(
     pipeline: pipeline_pb2.Pipeline, plan: Sequence[pipeline_pb2.PlannedStage]
 ) -> list[str]:
     """What ``pipeline get`` prints."""
+    schedule = schedule_text(pipeline.schedule) if pipeline.HasField("schedule") else "-"
     lines = [
         f"Name:         {pipeline.name}",
         f"Version:      {pipeline.version}",
         f"Description:  {pipeline.description or '-'}",
         f"Tags:         {', '.join(pipeline.tags) or '-'}",
         f"Labels:       {_join_mapping(pipeline.labels) or '-'}",
+        f"Params:       {params_text(pipeline.params)}",
+        f"Schedule:     {schedule}",
+        f"Paused:       {'yes' if pipeline.paused else 'no'}",
+        f"Next run:     {next_run_text(pipeline)}",
         f"Created:      {format_timestamp(pipeline.create_time)}",
         f"Updated:      {format_timestamp(pipeline.update_time)}",
         "Steps:",
     ]
+    # The AFTER column only when some step waits for others without their data.
+    with_after = any(s.after for s in pipeline.steps)
+    headers = ("NAME", "KIND", "INPUTS", *(("AFTER",) if with_after else ()), "SETTINGS")
     rows = [
-        (s.name, step_kind(s), ", ".join(s.inputs) or "-", step_parameters(s) or "-")
+        (
+            s.name,
+            step_kind(s),
+            ", ".join(s.inputs) or "-",
+            *((", ".join(s.after) or "-",) if with_after else ()),
+            step_parameters(s) or "-",
+        )
         for s in pipeline.steps
     ]
-    lines += table(("NAME", "KIND", "INPUTS", "SETTINGS"), rows, indent="  ")
+    lines += table(headers, rows, indent="  ")
     lines += ["Plan:", *plan_lines(plan)]
     return lines
 
@@ -264,12 +381,25 @@ def run_table(runs: Sequence[run_pb2.Run]) -> list[str]:
             r.pipeline,
             str(r.pipeline_version),
             run_state_name(r.state),
+            trigger_name(r.trigger),
+            format_timestamp(r.logical_date),
             format_timestamp(r.create_time),
             format_duration(run_elapsed(r)) if r.start_time.seconds or r.end_time.seconds else "-",
         )
         for r in runs
     ]
-    return table(("RUN ID", "PIPELINE", "VERSION", "STATE", "CREATED", "DURATION"), rows)
+    headers = ("RUN ID", "PIPELINE", "VERSION", "STATE", "TRIGGER", "LOGICAL DATE", "CREATED")
+    return table((*headers, "DURATION"), rows)
+
+
+def trigger_name(trigger: int) -> str:
+    """``RUN_TRIGGER_SCHEDULE`` → ``SCHEDULE``; ``-`` when unset."""
+    if trigger == run_pb2.RUN_TRIGGER_UNSPECIFIED:
+        return "-"
+    try:
+        return run_pb2.RunTrigger.Name(trigger).removeprefix("RUN_TRIGGER_")
+    except ValueError:
+        return str(trigger)
 
 
 def run_status_lines(run: run_pb2.Run) -> list[str]:
@@ -283,6 +413,19 @@ def run_status_lines(run: run_pb2.Run) -> list[str]:
         f"Started:   {format_timestamp(run.start_time)}",
         f"Ended:     {format_timestamp(run.end_time)}{took}",
     ]
+    if run.trigger != run_pb2.RUN_TRIGGER_UNSPECIFIED:
+        lines.append(f"Trigger:   {trigger_name(run.trigger)}")
+    if run.HasField("logical_date"):
+        lines.append(f"Logical:   {format_timestamp(run.logical_date)}")
+    if run.HasField("data_interval_start") and run.data_interval_end != run.data_interval_start:
+        lines.append(
+            f"Interval:  {format_timestamp(run.data_interval_start)}"
+            f" .. {format_timestamp(run.data_interval_end)}"
+        )
+    if run.params:
+        lines.append(f"Params:    {params_text(run.params)}")
+    if run.backfill_id:
+        lines.append(f"Backfill:  {run.backfill_id}")
     if run.request_id:
         lines.append(f"Request:   {run.request_id}")
     if run.error_message:
@@ -296,6 +439,10 @@ def run_status_lines(run: run_pb2.Run) -> list[str]:
             f"{_metrics_text(stage.metrics)}"
         )
         lines.append(f"      steps: {_stage_steps(stage.steps)}")
+        if stage.upstream:
+            lines.append(f"      after: {', '.join(stage.upstream)}")
+        if stage.HasField("next_attempt_time"):
+            lines.append(f"      next attempt at {format_timestamp(stage.next_attempt_time)}")
         if stage.start_time.seconds:
             lines.append(
                 f"      started {format_timestamp(stage.start_time)}, "
@@ -358,6 +505,110 @@ def change_lines(previous: run_pb2.Run | None, current: run_pb2.Run, elapsed: fl
             text += f", {_metrics_text(stage.metrics)}"
         lines.append(text)
     return lines
+
+
+FINAL_BACKFILL_STATES = frozenset(
+    {
+        run_pb2.BACKFILL_STATE_SUCCEEDED,
+        run_pb2.BACKFILL_STATE_FAILED,
+        run_pb2.BACKFILL_STATE_CANCELLED,
+    }
+)
+
+
+def backfill_state_name(state: int) -> str:
+    """``BACKFILL_STATE_RUNNING`` → ``RUNNING``."""
+    try:
+        return run_pb2.BackfillState.Name(state).removeprefix("BACKFILL_STATE_")
+    except ValueError:
+        return str(state)
+
+
+def backfill_progress(backfill: run_pb2.Backfill) -> str:
+    """``3/10 runs created, 2 succeeded, 1 failed``."""
+    return (
+        f"{backfill.created_runs}/{backfill.total_runs} runs created, "
+        f"{backfill.succeeded_runs} succeeded, {backfill.failed_runs} failed"
+    )
+
+
+def backfill_table(backfills: Sequence[run_pb2.Backfill]) -> list[str]:
+    """What ``backfill list`` prints, newest first."""
+    if not backfills:
+        return ["no backfills"]
+    rows = [
+        (
+            b.backfill_id,
+            b.pipeline,
+            backfill_state_name(b.state),
+            format_timestamp(b.start_date),
+            format_timestamp(b.end_date),
+            f"{b.created_runs}/{b.total_runs}",
+            str(b.succeeded_runs),
+            str(b.failed_runs),
+            format_timestamp(b.create_time),
+        )
+        for b in backfills
+    ]
+    headers = (
+        "BACKFILL ID",
+        "PIPELINE",
+        "STATE",
+        "START",
+        "END",
+        "RUNS",
+        "SUCCEEDED",
+        "FAILED",
+        "CREATED",
+    )
+    return table(headers, rows)
+
+
+def backfill_lines(backfill: run_pb2.Backfill) -> list[str]:
+    """What ``backfill get`` prints."""
+    return [
+        f"Backfill:    {backfill.backfill_id}",
+        f"Pipeline:    {backfill.pipeline}",
+        f"State:       {backfill_state_name(backfill.state)}",
+        f"Range:       {format_timestamp(backfill.start_date)}"
+        f" .. {format_timestamp(backfill.end_date)}",
+        f"Runs:        {backfill_progress(backfill)}",
+        f"Max active:  {backfill.max_active_runs or 1}",
+        f"Only failed: {'yes' if backfill.only_failed else 'no'}",
+        f"Params:      {params_text(backfill.params)}",
+        f"Created:     {format_timestamp(backfill.create_time)}",
+        f"Ended:       {format_timestamp(backfill.end_time)}",
+        *([f"Request:     {backfill.request_id}"] if backfill.request_id else []),
+    ]
+
+
+def backfill_result_lines(backfill: run_pb2.Backfill) -> list[str]:
+    """The end of ``pipeline backfill --wait``."""
+    return [
+        f"backfill {backfill.backfill_id} {backfill_state_name(backfill.state)}: "
+        f"{backfill_progress(backfill)}"
+    ]
+
+
+_LOG_LEVEL_WIDTH = 7
+
+
+def log_line_text(line: task_pb2.LogLine) -> str:
+    """``2026-05-01 12:00:00.123+02:00 INFO    [step] message``.
+
+    A multi-line message (a traceback, a query) keeps its lines, indented.
+    """
+    when = "-"
+    if line.time.seconds or line.time.nanos:
+        local = line.time.ToDatetime(tzinfo=UTC).astimezone()
+        when = local.isoformat(sep=" ", timespec="milliseconds")
+    try:
+        level = task_pb2.LogLevel.Name(line.level).removeprefix("LOG_LEVEL_")
+    except ValueError:
+        level = str(line.level)
+    step = f"[{line.step}] " if line.step else ""
+    message = "\n    ".join(line.message.rstrip().splitlines())
+    return f"{when} {level:<{_LOG_LEVEL_WIDTH}} {step}{message}"
 
 
 def connection_table(connections: Sequence[connection_pb2.Connection]) -> list[str]:

@@ -130,12 +130,22 @@ def readable_parse_error(message: str) -> str:
     return f"{where}{core.rstrip('.')}"
 
 
+# Fields the server sets: a file may carry them (they are ignored) but they are no
+# suggestion worth making.
+_OUTPUT_ONLY = {
+    pipeline_pb2.Pipeline.DESCRIPTOR.full_name: frozenset(
+        {"version", "create_time", "update_time", "paused", "next_run_time"}
+    ),
+}
+
+
 def _field_names(type_name: str) -> list[str]:
     try:
         descriptor = descriptor_pool.Default().FindMessageTypeByName(type_name)
     except KeyError:
         return []
-    return [f.name for f in descriptor.fields]
+    hidden = _OUTPUT_ONLY.get(descriptor.full_name, frozenset())
+    return [f.name for f in descriptor.fields if f.name not in hidden]
 
 
 def _enum_values(enum_name: str) -> list[str]:

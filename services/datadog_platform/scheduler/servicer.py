@@ -1,15 +1,18 @@
 """SchedulerService servicer: protobuf ↔ domain, one domain call per RPC.
 
 Errors are raised as ``DomainError`` and mapped to rich statuses by the shared
-interceptor.
+interceptor. Params travel as ``google.protobuf.Value`` maps and are plain JSON
+values (dict, list, str, int/float, bool, None) in the domain.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
-from datetime import datetime
+from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 import grpc
+from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from datadog_platform.api.common.v1 import task_pb2
@@ -20,46 +23,112 @@ from datadog_platform.api.scheduler.v1 import (
     scheduler_service_pb2_grpc,
 )
 from datadog_platform.core.errors import FieldViolation, invalid_argument
+from datadog_platform.scheduler.backfills import BackfillManager
 from datadog_platform.scheduler.connector_client import ConnectorClient
-from datadog_platform.scheduler.domain import INVALID_REQUEST, PlannedStage, Run, RunState, StageRun
+from datadog_platform.scheduler.domain import (
+    INVALID_REQUEST,
+    Backfill,
+    JsonValue,
+    LogLine,
+    PlannedStage,
+    Run,
+    RunState,
+    StageRun,
+)
 from datadog_platform.scheduler.pipelines import PipelineRegistry
 from datadog_platform.scheduler.runs import RunManager
+from datadog_platform.scheduler.templating import json_value
 
 pb = scheduler_service_pb2
 
 
 class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
-    """The public API: pipelines, runs and the connection catalog."""
+    """The public API: pipelines, runs, backfills and the connection catalog."""
 
     def __init__(
-        self, registry: PipelineRegistry, runs: RunManager, connector: ConnectorClient
+        self,
+        registry: PipelineRegistry,
+        runs: RunManager,
+        backfills: BackfillManager,
+        connector: ConnectorClient,
     ) -> None:
         self._registry = registry
         self._runs = runs
+        self._backfills = backfills
         self._connector = connector
+
+    # --- pipelines ------------------------------------------------------------------------
 
     async def CreatePipeline(
         self, request: pb.CreatePipelineRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePipelineResponse:
         registered = await self._registry.create(request.pipeline, request.request_id)
-        return pb.CreatePipelineResponse(pipeline=registered.spec, plan=_plan_pb(registered.plan))
+        return pb.CreatePipelineResponse(pipeline=registered.spec, plan=plan_pb(registered.plan))
+
+    async def UpdatePipeline(
+        self, request: pb.UpdatePipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdatePipelineResponse:
+        registered = await self._registry.update(request.pipeline, request.request_id)
+        return pb.UpdatePipelineResponse(pipeline=registered.spec, plan=plan_pb(registered.plan))
+
+    async def ValidatePipeline(
+        self, request: pb.ValidatePipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ValidatePipelineResponse:
+        verdict = await self._registry.validate(request.pipeline)
+        return pb.ValidatePipelineResponse(
+            valid=verdict.valid,
+            violations=[
+                pb.SpecViolation(field=v.field, description=v.description)
+                for v in verdict.violations
+            ],
+            plan=plan_pb(verdict.plan),
+        )
+
+    async def DeletePipeline(
+        self, request: pb.DeletePipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeletePipelineResponse:
+        result = await self._registry.delete(request.name)
+        return pb.DeletePipelineResponse(
+            name=request.name, versions_deleted=result.versions, runs_deleted=result.runs
+        )
+
+    async def PausePipeline(
+        self, request: pb.PausePipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PausePipelineResponse:
+        pipeline = await self._registry.set_paused(request.name, True)
+        return pb.PausePipelineResponse(pipeline=pipeline)
+
+    async def UnpausePipeline(
+        self, request: pb.UnpausePipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UnpausePipelineResponse:
+        pipeline = await self._registry.set_paused(request.name, False)
+        return pb.UnpausePipelineResponse(pipeline=pipeline)
 
     async def GetPipeline(
         self, request: pb.GetPipelineRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPipelineResponse:
         registered = await self._registry.get(request.name, request.version)
-        return pb.GetPipelineResponse(pipeline=registered.spec, plan=_plan_pb(registered.plan))
+        return pb.GetPipelineResponse(pipeline=registered.spec, plan=plan_pb(registered.plan))
 
     async def ListPipelines(
         self, request: pb.ListPipelinesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListPipelinesResponse:
-        pipelines, next_token = await self._registry.list(request.page_size, request.page_token)
+        pipelines, next_token = await self._registry.list(
+            request.page_size,
+            request.page_token,
+            tags=tuple(request.tags),
+            labels=dict(request.labels),
+        )
         return pb.ListPipelinesResponse(pipelines=pipelines, next_page_token=next_token)
+
+    # --- runs -------------------------------------------------------------------------------
 
     async def RunPipeline(
         self, request: pb.RunPipelineRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunPipelineResponse:
-        run = await self._runs.start_run(request.pipeline, request.request_id)
+        run = await self._runs.start_run(
+            request.pipeline, request.request_id, params_of(request.params)
+        )
         return pb.RunPipelineResponse(run=run_pb(run))
 
     async def GetRun(
@@ -81,6 +150,7 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
             states=tuple(_run_state(s) for s in request.states),
             page_size=request.page_size,
             page_token=request.page_token,
+            backfill_id=request.backfill_id,
         )
         return pb.ListRunsResponse(runs=[run_pb(r) for r in runs], next_page_token=next_token)
 
@@ -96,6 +166,60 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         run = await self._runs.retry_run(request.run_id, request.request_id)
         return pb.RetryRunResponse(run=run_pb(run))
 
+    async def ListStageLogs(
+        self, request: pb.ListStageLogsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStageLogsResponse:
+        attempt, lines, next_token = await self._runs.stage_logs(
+            request.run_id,
+            request.stage_id,
+            request.attempt,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListStageLogsResponse(
+            attempt=attempt, lines=[log_line_pb(line) for line in lines], next_page_token=next_token
+        )
+
+    # --- backfills --------------------------------------------------------------------------
+
+    async def BackfillPipeline(
+        self, request: pb.BackfillPipelineRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackfillPipelineResponse:
+        backfill = await self._backfills.create(
+            request.pipeline,
+            _optional_time(request, "start_date"),
+            _optional_time(request, "end_date"),
+            max_active_runs=request.max_active_runs,
+            only_failed=request.only_failed,
+            params=params_of(request.params),
+            request_id=request.request_id,
+        )
+        return pb.BackfillPipelineResponse(backfill=backfill_pb(backfill))
+
+    async def GetBackfill(
+        self, request: pb.GetBackfillRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetBackfillResponse:
+        backfill = await self._backfills.get(request.backfill_id)
+        return pb.GetBackfillResponse(backfill=backfill_pb(backfill))
+
+    async def ListBackfills(
+        self, request: pb.ListBackfillsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBackfillsResponse:
+        backfills, next_token = await self._backfills.list(
+            pipeline=request.pipeline, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListBackfillsResponse(
+            backfills=[backfill_pb(b) for b in backfills], next_page_token=next_token
+        )
+
+    async def CancelBackfill(
+        self, request: pb.CancelBackfillRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelBackfillResponse:
+        backfill = await self._backfills.cancel(request.backfill_id)
+        return pb.CancelBackfillResponse(backfill=backfill_pb(backfill))
+
+    # --- connections ------------------------------------------------------------------------
+
     async def ListConnections(
         self, request: pb.ListConnectionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListConnectionsResponse:
@@ -103,6 +227,9 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
             request.page_size, request.page_token
         )
         return pb.ListConnectionsResponse(connections=connections, next_page_token=next_token)
+
+
+# --- protobuf → domain ------------------------------------------------------------------------
 
 
 def _run_state(value: int) -> RunState:
@@ -116,8 +243,36 @@ def _run_state(value: int) -> RunState:
     return RunState(name.removeprefix("RUN_STATE_"))
 
 
-def _plan_pb(plan: Iterable[PlannedStage]) -> list[pipeline_pb2.PlannedStage]:
-    return [pipeline_pb2.PlannedStage(stage_id=s.stage_id, steps=s.steps) for s in plan]
+def _optional_time(request: Any, name: str) -> datetime | None:
+    """A Timestamp field of ``request`` as an aware UTC datetime; None when unset."""
+    return time_of(getattr(request, name)) if request.HasField(name) else None
+
+
+def time_of(stamp: Timestamp) -> datetime:
+    """A Timestamp as an aware UTC datetime."""
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def json_of_value(value: struct_pb2.Value) -> JsonValue:
+    """A ``google.protobuf.Value`` as a plain JSON value.
+
+    Numbers are doubles on the wire; an integral one comes back as an ``int`` so that
+    ``{{ params.day }}`` renders ``7``, not ``7.0``.
+    """
+    return json_value(json_format.MessageToDict(value))
+
+
+def params_of(values: Mapping[str, struct_pb2.Value]) -> dict[str, JsonValue]:
+    """A ``map<string, Value>`` as a dict of JSON values."""
+    return {name: json_of_value(value) for name, value in values.items()}
+
+
+# --- domain → protobuf ------------------------------------------------------------------------
+
+
+def value_of_json(value: JsonValue) -> struct_pb2.Value:
+    """A JSON value as a ``google.protobuf.Value``."""
+    return json_format.ParseDict(value, struct_pb2.Value())
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:
@@ -128,9 +283,17 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return stamp
 
 
+def plan_pb(plan: Iterable[PlannedStage]) -> list[pipeline_pb2.PlannedStage]:
+    """The protobuf form of a plan."""
+    return [
+        pipeline_pb2.PlannedStage(stage_id=s.stage_id, steps=s.steps, upstream=s.upstream)
+        for s in plan
+    ]
+
+
 def run_pb(run: Run) -> run_pb2.Run:
     """The protobuf form of a domain run."""
-    return run_pb2.Run(
+    message = run_pb2.Run(
         run_id=run.run_id,
         pipeline=run.pipeline,
         pipeline_version=run.pipeline_version,
@@ -138,13 +301,22 @@ def run_pb(run: Run) -> run_pb2.Run:
         create_time=_timestamp(run.create_time),
         start_time=_timestamp(run.start_time),
         end_time=_timestamp(run.end_time),
-        stages=[_stage_pb(s) for s in run.stages],
+        stages=[stage_pb(s) for s in run.stages],
         error_message=run.error_message,
         request_id=run.request_id,
+        trigger=run_pb2.RunTrigger.Value(f"RUN_TRIGGER_{run.trigger.value}"),
+        logical_date=_timestamp(run.logical_date),
+        data_interval_start=_timestamp(run.data_interval_start),
+        data_interval_end=_timestamp(run.data_interval_end),
+        backfill_id=run.backfill_id,
     )
+    for name, value in run.params.items():
+        message.params[name].CopyFrom(value_of_json(value))
+    return message
 
 
-def _stage_pb(stage: StageRun) -> run_pb2.StageRun:
+def stage_pb(stage: StageRun) -> run_pb2.StageRun:
+    """The protobuf form of a stage of a run."""
     return run_pb2.StageRun(
         stage_id=stage.stage_id,
         steps=stage.steps,
@@ -164,4 +336,39 @@ def _stage_pb(stage: StageRun) -> run_pb2.StageRun:
         ],
         error_reason=stage.error_reason,
         error_message=stage.error_message,
+        upstream=stage.upstream,
+        next_attempt_time=_timestamp(stage.next_attempt_time),
+    )
+
+
+def backfill_pb(backfill: Backfill) -> run_pb2.Backfill:
+    """The protobuf form of a backfill, with its progress counters."""
+    message = run_pb2.Backfill(
+        backfill_id=backfill.backfill_id,
+        pipeline=backfill.pipeline,
+        start_date=_timestamp(backfill.start_date),
+        end_date=_timestamp(backfill.end_date),
+        max_active_runs=backfill.max_active_runs,
+        only_failed=backfill.only_failed,
+        state=run_pb2.BackfillState.Value(f"BACKFILL_STATE_{backfill.state.value}"),
+        create_time=_timestamp(backfill.create_time),
+        end_time=_timestamp(backfill.end_time),
+        total_runs=len(backfill.logical_dates),
+        created_runs=backfill.created_runs,
+        succeeded_runs=backfill.succeeded_runs,
+        failed_runs=backfill.failed_runs,
+        request_id=backfill.request_id,
+    )
+    for name, value in backfill.params.items():
+        message.params[name].CopyFrom(value_of_json(value))
+    return message
+
+
+def log_line_pb(line: LogLine) -> task_pb2.LogLine:
+    """The protobuf form of a stage log line."""
+    return task_pb2.LogLine(
+        time=_timestamp(line.time),
+        level=task_pb2.LogLevel.Value(f"LOG_LEVEL_{line.level.value}"),
+        step=line.step,
+        message=line.message,
     )
