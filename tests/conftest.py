@@ -55,7 +55,7 @@ async def scheduler_address(
 
     server = await build_server(
         SchedulerConfig(
-            db_path=tmp_path / "scheduler.db",
+            store=str(tmp_path / "scheduler.db"),
             executor_address=executor_address,
             connector_address=connector_address,
         )

@@ -6,7 +6,6 @@ import grpc
 
 from datadog_platform.core.server import CHANNEL_OPTIONS
 
-
 # Replicas behind a headless Service (``dns:///executor:50052``) resolve to several
 # addresses; gRPC's default pick_first would send every call to the first one.
 CLIENT_OPTIONS: tuple[tuple[str, object], ...] = (

@@ -1,51 +1,80 @@
-"""Scheduler server factory: store, run manager, clients and servicer wired together."""
+"""Scheduler server factory: store, run engine, schedules, clients and servicer wired together."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
 
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2, scheduler_service_pb2_grpc
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.server import Server, ServiceRegistration
+from datadog_platform.scheduler.backfills import BackfillManager
 from datadog_platform.scheduler.connector_client import ConnectorClient
 from datadog_platform.scheduler.executor_client import ExecutorDispatcher
 from datadog_platform.scheduler.pipelines import PipelineRegistry
 from datadog_platform.scheduler.runs import RunManager
+from datadog_platform.scheduler.schedules import ScheduleTicker
 from datadog_platform.scheduler.servicer import SchedulerServicer
-from datadog_platform.scheduler.store import Store
+from datadog_platform.scheduler.store import open_store
 
 log = get_logger(__name__)
 
 
+def default_instance_id() -> str:
+    """A scheduler instance id unique across restarts: host, pid and a random suffix."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class SchedulerConfig:
-    """Where the scheduler keeps its state and which services it talks to."""
+    """Where the scheduler keeps its state, which services it talks to, and its limits.
 
-    db_path: Path
+    ``store``: a SQLite file path (or ``sqlite:///path``) or a ``postgresql://`` URL.
+    """
+
+    store: str
     executor_address: str
     connector_address: str
+    instance_id: str = field(default_factory=default_instance_id)
+    #: How long a scheduler's hold on a run lasts without renewal (HA on PostgreSQL).
+    lease_seconds: float = 10.0
+    #: Stages this scheduler dispatches at once, over all runs.
+    max_parallel_stages: int = 64
+    #: How often schedules and backfills are looked at, at most.
+    tick_interval: float = 1.0
 
 
 async def build_server(config: SchedulerConfig, listen: str = "127.0.0.1:0") -> Server:
     """A scheduler server, not yet started.
 
-    Opens (and migrates) the store and resumes the runs a previous process left
-    unfinished right away; stopping the server stops the runs' drivers (they resume
-    on the next start) and closes the store and channels.
+    Opens (and migrates) the store, adopts the runs left unfinished (by a previous
+    process, or by a dead peer once its lease expired) and starts the schedule
+    ticker right away; stopping the server stops the drivers (releasing their runs to
+    peers or the next start) and closes the store and channels.
     """
-    store = await Store.open(Path(config.db_path))
+    store = await open_store(config.store)
     dispatcher = ExecutorDispatcher(config.executor_address)
     connector = ConnectorClient(config.connector_address)
-    runs = RunManager(store, dispatcher)
+    runs = RunManager(
+        store,
+        dispatcher,
+        instance_id=config.instance_id,
+        lease_seconds=config.lease_seconds,
+        max_parallel_stages=config.max_parallel_stages,
+    )
+    backfills = BackfillManager(store, runs)
+    ticker = ScheduleTicker(store, runs, backfills=backfills, interval=config.tick_interval)
 
     async def on_stop() -> None:
+        await ticker.close()
         await runs.close()
         await dispatcher.close()
         await connector.close()
         await store.close()
 
-    servicer = SchedulerServicer(PipelineRegistry(store), runs, connector)
+    servicer = SchedulerServicer(PipelineRegistry(store, connector), runs, backfills, connector)
     server = Server(
         [
             ServiceRegistration(
@@ -58,10 +87,10 @@ async def build_server(config: SchedulerConfig, listen: str = "127.0.0.1:0") -> 
         on_stop=on_stop,
     )
     try:
-        resumed = await runs.resume()
+        await runs.start()
+        ticker.start()
     except BaseException:
         await on_stop()
         raise
-    if resumed:
-        log.info("runs.resumed", count=resumed)
+    log.info("scheduler.started", instance_id=config.instance_id, store=store.backend)
     return server

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
@@ -13,7 +12,7 @@ from datadog_platform.core.config import (
     env_default,
 )
 from datadog_platform.core.runner import run_service
-from datadog_platform.scheduler.app import SchedulerConfig, build_server
+from datadog_platform.scheduler.app import SchedulerConfig, build_server, default_instance_id
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,11 +27,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="host:port to listen on (env DATADOG_SCHEDULER_LISTEN; port 0 picks a free one)",
     )
     parser.add_argument(
+        "--store",
         "--db",
-        type=Path,
-        default=Path(env_default("SCHEDULER_DB", ".datadog/scheduler.db")),
-        help="SQLite database file, created with its parent directories "
-        "(env DATADOG_SCHEDULER_DB; default .datadog/scheduler.db)",
+        dest="store",
+        default=env_default("SCHEDULER_STORE", ".datadog/scheduler.db"),
+        help="the state store: a SQLite file (created with its parent directories; one "
+        "scheduler only) or a postgresql:// URL (several schedulers may share it) "
+        "(env DATADOG_SCHEDULER_STORE; default .datadog/scheduler.db)",
+    )
+    parser.add_argument(
+        "--instance-id",
+        default=env_default("SCHEDULER_INSTANCE_ID", default_instance_id()),
+        help="name of this scheduler among its peers (env DATADOG_SCHEDULER_INSTANCE_ID; "
+        "default host-pid-random)",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(env_default("SCHEDULER_LEASE_SECONDS", "10")),
+        help="how long a run stays held by a silent scheduler before a peer adopts it "
+        "(env DATADOG_SCHEDULER_LEASE_SECONDS; default 10)",
+    )
+    parser.add_argument(
+        "--max-parallel-stages",
+        type=int,
+        default=int(env_default("SCHEDULER_MAX_PARALLEL_STAGES", "64")),
+        help="stages dispatched at once over all runs "
+        "(env DATADOG_SCHEDULER_MAX_PARALLEL_STAGES; default 64)",
     )
     parser.add_argument(
         "--executor",
@@ -52,7 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``datadog-scheduler`` and ``python -m datadog_platform.scheduler.main``."""
     args = parse_args(argv)
     config = SchedulerConfig(
-        db_path=args.db, executor_address=args.executor, connector_address=args.connector
+        store=args.store,
+        executor_address=args.executor,
+        connector_address=args.connector,
+        instance_id=args.instance_id,
+        lease_seconds=args.lease_seconds,
+        max_parallel_stages=args.max_parallel_stages,
     )
     run_service("scheduler", args, lambda: build_server(config, listen=args.listen))
 
