@@ -40,8 +40,9 @@ class SchedulerConfig:
     instance_id: str = field(default_factory=default_instance_id)
     #: How long a scheduler's hold on a run lasts without renewal (HA on PostgreSQL).
     lease_seconds: float = 10.0
-    #: Stages this scheduler dispatches at once, over all runs.
-    max_parallel_stages: int = 64
+    #: Stages this scheduler dispatches at once, over all runs (default: one
+    #: executor's default slots; raise it with the executor replicas).
+    max_parallel_stages: int = 16
     #: How often schedules and backfills are looked at, at most.
     tick_interval: float = 1.0
 

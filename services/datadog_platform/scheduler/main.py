@@ -51,9 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-parallel-stages",
         type=int,
-        default=int(env_default("SCHEDULER_MAX_PARALLEL_STAGES", "64")),
+        default=int(env_default("SCHEDULER_MAX_PARALLEL_STAGES", "16")),
         help="stages dispatched at once over all runs "
-        "(env DATADOG_SCHEDULER_MAX_PARALLEL_STAGES; default 64)",
+        "(env DATADOG_SCHEDULER_MAX_PARALLEL_STAGES; default 16, one executor's slots)",
     )
     parser.add_argument(
         "--executor",
