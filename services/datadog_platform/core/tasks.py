@@ -48,6 +48,28 @@ class StageOutput:
 
 
 @dataclass(frozen=True)
+class StepMetrics:
+    """What one source or sink step of an attempt has moved so far."""
+
+    step: str
+    rows: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one data-quality check of a stage attempt."""
+
+    step: str
+    check: str
+    passed: bool
+    failing_rows: int = 0
+    message: str = ""
+    #: "FAIL", "WARN" or "QUARANTINE".
+    action: str = "FAIL"
+
+
+@dataclass(frozen=True)
 class TaskStarted:
     """The executor accepted the attempt and started it."""
 
@@ -59,6 +81,8 @@ class TaskProgress:
     """Data moved so far."""
 
     metrics: TaskMetrics
+    #: Per source and sink step.
+    steps: tuple[StepMetrics, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,10 @@ class TaskSucceeded:
     outputs: tuple[StageOutput, ...]
     #: New watermark values by step name (steps keeping one that saw rows).
     watermarks: Mapping[str, str] = field(default_factory=dict)
+    #: Outcomes of the stage's data-quality checks.
+    checks: tuple[CheckResult, ...] = ()
+    #: Final counters per source and sink step.
+    steps: tuple[StepMetrics, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,8 @@ class TaskFailed:
     step: str = ""
     retryable: bool = False
     metrics: TaskMetrics = field(default_factory=TaskMetrics)
+    #: Outcomes of the checks evaluated before the failure.
+    checks: tuple[CheckResult, ...] = ()
 
 
 class LogLevel(enum.StrEnum):

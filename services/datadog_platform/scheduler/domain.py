@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import DomainError, failed_precondition
 from datadog_platform.core.tasks import (  # noqa: F401 - re-exported for the scheduler
+    CheckResult,
     LogLevel,
     LogLine,
     StageOutput,
@@ -154,6 +155,8 @@ class StageRun:
     next_attempt_time: datetime | None = None
     #: Attempts made before the last RetryRun (the retry policy counts from there).
     attempt_base: int = 0
+    #: Outcomes of the data-quality checks of the current or last attempt.
+    checks: tuple[CheckResult, ...] = ()
 
 
 @dataclass

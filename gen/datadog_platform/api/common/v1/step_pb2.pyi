@@ -41,6 +41,42 @@ class WriteMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRITE_MODE_OVERWRITE: _ClassVar[WriteMode]
     WRITE_MODE_APPEND: _ClassVar[WriteMode]
     WRITE_MODE_UPSERT: _ClassVar[WriteMode]
+
+class NullsOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NULLS_ORDER_UNSPECIFIED: _ClassVar[NullsOrder]
+    NULLS_ORDER_FIRST: _ClassVar[NullsOrder]
+    NULLS_ORDER_LAST: _ClassVar[NullsOrder]
+
+class DedupeKeep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEDUPE_KEEP_UNSPECIFIED: _ClassVar[DedupeKeep]
+    DEDUPE_KEEP_FIRST: _ClassVar[DedupeKeep]
+    DEDUPE_KEEP_LAST: _ClassVar[DedupeKeep]
+
+class JoinType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOIN_TYPE_UNSPECIFIED: _ClassVar[JoinType]
+    JOIN_TYPE_INNER: _ClassVar[JoinType]
+    JOIN_TYPE_LEFT: _ClassVar[JoinType]
+    JOIN_TYPE_RIGHT: _ClassVar[JoinType]
+    JOIN_TYPE_FULL: _ClassVar[JoinType]
+    JOIN_TYPE_SEMI: _ClassVar[JoinType]
+    JOIN_TYPE_ANTI: _ClassVar[JoinType]
+
+class MissingColumns(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MISSING_COLUMNS_UNSPECIFIED: _ClassVar[MissingColumns]
+    MISSING_COLUMNS_FILL_NULL: _ClassVar[MissingColumns]
+    MISSING_COLUMNS_ERROR: _ClassVar[MissingColumns]
+    MISSING_COLUMNS_DROP: _ClassVar[MissingColumns]
+
+class CheckAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHECK_ACTION_UNSPECIFIED: _ClassVar[CheckAction]
+    CHECK_ACTION_FAIL: _ClassVar[CheckAction]
+    CHECK_ACTION_WARN: _ClassVar[CheckAction]
+    CHECK_ACTION_QUARANTINE: _ClassVar[CheckAction]
 FILE_FORMAT_UNSPECIFIED: FileFormat
 FILE_FORMAT_CSV: FileFormat
 FILE_FORMAT_PARQUET: FileFormat
@@ -60,6 +96,27 @@ WRITE_MODE_UNSPECIFIED: WriteMode
 WRITE_MODE_OVERWRITE: WriteMode
 WRITE_MODE_APPEND: WriteMode
 WRITE_MODE_UPSERT: WriteMode
+NULLS_ORDER_UNSPECIFIED: NullsOrder
+NULLS_ORDER_FIRST: NullsOrder
+NULLS_ORDER_LAST: NullsOrder
+DEDUPE_KEEP_UNSPECIFIED: DedupeKeep
+DEDUPE_KEEP_FIRST: DedupeKeep
+DEDUPE_KEEP_LAST: DedupeKeep
+JOIN_TYPE_UNSPECIFIED: JoinType
+JOIN_TYPE_INNER: JoinType
+JOIN_TYPE_LEFT: JoinType
+JOIN_TYPE_RIGHT: JoinType
+JOIN_TYPE_FULL: JoinType
+JOIN_TYPE_SEMI: JoinType
+JOIN_TYPE_ANTI: JoinType
+MISSING_COLUMNS_UNSPECIFIED: MissingColumns
+MISSING_COLUMNS_FILL_NULL: MissingColumns
+MISSING_COLUMNS_ERROR: MissingColumns
+MISSING_COLUMNS_DROP: MissingColumns
+CHECK_ACTION_UNSPECIFIED: CheckAction
+CHECK_ACTION_FAIL: CheckAction
+CHECK_ACTION_WARN: CheckAction
+CHECK_ACTION_QUARANTINE: CheckAction
 
 class FileSource(_message.Message):
     __slots__ = ("connection", "path", "format")
@@ -195,11 +252,287 @@ class FilterTransform(_message.Message):
     predicate: str
     def __init__(self, predicate: _Optional[str] = ...) -> None: ...
 
+class SelectTransform(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DropTransform(_message.Message):
+    __slots__ = ("columns", "ignore_missing")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_MISSING_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    ignore_missing: bool
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., ignore_missing: _Optional[bool] = ...) -> None: ...
+
+class RenameTransform(_message.Message):
+    __slots__ = ("columns",)
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.ScalarMap[str, str]
+    def __init__(self, columns: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ColumnCast(_message.Message):
+    __slots__ = ("column", "type")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    type: str
+    def __init__(self, column: _Optional[str] = ..., type: _Optional[str] = ...) -> None: ...
+
+class CastTransform(_message.Message):
+    __slots__ = ("columns", "allow_unsafe")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_UNSAFE_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedCompositeFieldContainer[ColumnCast]
+    allow_unsafe: bool
+    def __init__(self, columns: _Optional[_Iterable[_Union[ColumnCast, _Mapping]]] = ..., allow_unsafe: _Optional[bool] = ...) -> None: ...
+
+class DerivedColumn(_message.Message):
+    __slots__ = ("name", "expr")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expr: str
+    def __init__(self, name: _Optional[str] = ..., expr: _Optional[str] = ...) -> None: ...
+
+class DeriveTransform(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedCompositeFieldContainer[DerivedColumn]
+    def __init__(self, columns: _Optional[_Iterable[_Union[DerivedColumn, _Mapping]]] = ...) -> None: ...
+
+class FillNullTransform(_message.Message):
+    __slots__ = ("values",)
+    class ValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: _struct_pb2.Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.MessageMap[str, _struct_pb2.Value]
+    def __init__(self, values: _Optional[_Mapping[str, _struct_pb2.Value]] = ...) -> None: ...
+
+class DropNullTransform(_message.Message):
+    __slots__ = ("columns", "all")
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    all: bool
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., all: _Optional[bool] = ...) -> None: ...
+
+class SortKey(_message.Message):
+    __slots__ = ("column", "descending", "nulls")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    DESCENDING_FIELD_NUMBER: _ClassVar[int]
+    NULLS_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    descending: bool
+    nulls: NullsOrder
+    def __init__(self, column: _Optional[str] = ..., descending: _Optional[bool] = ..., nulls: _Optional[_Union[NullsOrder, str]] = ...) -> None: ...
+
+class SortTransform(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[SortKey]
+    def __init__(self, keys: _Optional[_Iterable[_Union[SortKey, _Mapping]]] = ...) -> None: ...
+
+class LimitTransform(_message.Message):
+    __slots__ = ("count", "offset")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    offset: int
+    def __init__(self, count: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class DedupeTransform(_message.Message):
+    __slots__ = ("keys", "order_by", "keep")
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedScalarFieldContainer[str]
+    order_by: _containers.RepeatedCompositeFieldContainer[SortKey]
+    keep: DedupeKeep
+    def __init__(self, keys: _Optional[_Iterable[str]] = ..., order_by: _Optional[_Iterable[_Union[SortKey, _Mapping]]] = ..., keep: _Optional[_Union[DedupeKeep, str]] = ...) -> None: ...
+
+class NamedAggregate(_message.Message):
+    __slots__ = ("name", "expr")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    EXPR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    expr: str
+    def __init__(self, name: _Optional[str] = ..., expr: _Optional[str] = ...) -> None: ...
+
+class AggregateTransform(_message.Message):
+    __slots__ = ("group_by", "aggregates")
+    GROUP_BY_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATES_FIELD_NUMBER: _ClassVar[int]
+    group_by: _containers.RepeatedScalarFieldContainer[str]
+    aggregates: _containers.RepeatedCompositeFieldContainer[NamedAggregate]
+    def __init__(self, group_by: _Optional[_Iterable[str]] = ..., aggregates: _Optional[_Iterable[_Union[NamedAggregate, _Mapping]]] = ...) -> None: ...
+
+class JoinKey(_message.Message):
+    __slots__ = ("left", "right")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: str
+    right: str
+    def __init__(self, left: _Optional[str] = ..., right: _Optional[str] = ...) -> None: ...
+
+class JoinTransform(_message.Message):
+    __slots__ = ("type", "on", "left_suffix", "right_suffix")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    ON_FIELD_NUMBER: _ClassVar[int]
+    LEFT_SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    type: JoinType
+    on: _containers.RepeatedCompositeFieldContainer[JoinKey]
+    left_suffix: str
+    right_suffix: str
+    def __init__(self, type: _Optional[_Union[JoinType, str]] = ..., on: _Optional[_Iterable[_Union[JoinKey, _Mapping]]] = ..., left_suffix: _Optional[str] = ..., right_suffix: _Optional[str] = ...) -> None: ...
+
+class UnionTransform(_message.Message):
+    __slots__ = ("missing_columns", "distinct")
+    MISSING_COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_FIELD_NUMBER: _ClassVar[int]
+    missing_columns: MissingColumns
+    distinct: bool
+    def __init__(self, missing_columns: _Optional[_Union[MissingColumns, str]] = ..., distinct: _Optional[bool] = ...) -> None: ...
+
+class SqlTransform(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class NotNullCheck(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class UniqueCheck(_message.Message):
+    __slots__ = ("columns",)
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, columns: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AcceptedValuesCheck(_message.Message):
+    __slots__ = ("column", "values")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    values: _containers.RepeatedCompositeFieldContainer[_struct_pb2.Value]
+    def __init__(self, column: _Optional[str] = ..., values: _Optional[_Iterable[_Union[_struct_pb2.Value, _Mapping]]] = ...) -> None: ...
+
+class RangeCheck(_message.Message):
+    __slots__ = ("column", "min", "max")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    min: _struct_pb2.Value
+    max: _struct_pb2.Value
+    def __init__(self, column: _Optional[str] = ..., min: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., max: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class RegexCheck(_message.Message):
+    __slots__ = ("column", "pattern")
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    PATTERN_FIELD_NUMBER: _ClassVar[int]
+    column: str
+    pattern: str
+    def __init__(self, column: _Optional[str] = ..., pattern: _Optional[str] = ...) -> None: ...
+
+class RowCountCheck(_message.Message):
+    __slots__ = ("min", "max")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    min: int
+    max: int
+    def __init__(self, min: _Optional[int] = ..., max: _Optional[int] = ...) -> None: ...
+
+class ExpressionCheck(_message.Message):
+    __slots__ = ("predicate",)
+    PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    predicate: str
+    def __init__(self, predicate: _Optional[str] = ...) -> None: ...
+
+class Check(_message.Message):
+    __slots__ = ("name", "not_null", "unique", "accepted_values", "range", "regex", "row_count", "expression", "on_failure")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    NOT_NULL_FIELD_NUMBER: _ClassVar[int]
+    UNIQUE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_VALUES_FIELD_NUMBER: _ClassVar[int]
+    RANGE_FIELD_NUMBER: _ClassVar[int]
+    REGEX_FIELD_NUMBER: _ClassVar[int]
+    ROW_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    not_null: NotNullCheck
+    unique: UniqueCheck
+    accepted_values: AcceptedValuesCheck
+    range: RangeCheck
+    regex: RegexCheck
+    row_count: RowCountCheck
+    expression: ExpressionCheck
+    on_failure: CheckAction
+    def __init__(self, name: _Optional[str] = ..., not_null: _Optional[_Union[NotNullCheck, _Mapping]] = ..., unique: _Optional[_Union[UniqueCheck, _Mapping]] = ..., accepted_values: _Optional[_Union[AcceptedValuesCheck, _Mapping]] = ..., range: _Optional[_Union[RangeCheck, _Mapping]] = ..., regex: _Optional[_Union[RegexCheck, _Mapping]] = ..., row_count: _Optional[_Union[RowCountCheck, _Mapping]] = ..., expression: _Optional[_Union[ExpressionCheck, _Mapping]] = ..., on_failure: _Optional[_Union[CheckAction, str]] = ...) -> None: ...
+
+class CheckTransform(_message.Message):
+    __slots__ = ("checks", "on_failure", "quarantine")
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    on_failure: CheckAction
+    quarantine: SinkSpec
+    def __init__(self, checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., on_failure: _Optional[_Union[CheckAction, str]] = ..., quarantine: _Optional[_Union[SinkSpec, _Mapping]] = ...) -> None: ...
+
 class TransformSpec(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "select", "drop", "rename", "cast", "derive", "fill_null", "drop_null", "dedupe", "sort", "limit", "aggregate", "join", "union", "sql", "check")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    SELECT_FIELD_NUMBER: _ClassVar[int]
+    DROP_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    CAST_FIELD_NUMBER: _ClassVar[int]
+    DERIVE_FIELD_NUMBER: _ClassVar[int]
+    FILL_NULL_FIELD_NUMBER: _ClassVar[int]
+    DROP_NULL_FIELD_NUMBER: _ClassVar[int]
+    DEDUPE_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    UNION_FIELD_NUMBER: _ClassVar[int]
+    SQL_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
     filter: FilterTransform
-    def __init__(self, filter: _Optional[_Union[FilterTransform, _Mapping]] = ...) -> None: ...
+    select: SelectTransform
+    drop: DropTransform
+    rename: RenameTransform
+    cast: CastTransform
+    derive: DeriveTransform
+    fill_null: FillNullTransform
+    drop_null: DropNullTransform
+    dedupe: DedupeTransform
+    sort: SortTransform
+    limit: LimitTransform
+    aggregate: AggregateTransform
+    join: JoinTransform
+    union: UnionTransform
+    sql: SqlTransform
+    check: CheckTransform
+    def __init__(self, filter: _Optional[_Union[FilterTransform, _Mapping]] = ..., select: _Optional[_Union[SelectTransform, _Mapping]] = ..., drop: _Optional[_Union[DropTransform, _Mapping]] = ..., rename: _Optional[_Union[RenameTransform, _Mapping]] = ..., cast: _Optional[_Union[CastTransform, _Mapping]] = ..., derive: _Optional[_Union[DeriveTransform, _Mapping]] = ..., fill_null: _Optional[_Union[FillNullTransform, _Mapping]] = ..., drop_null: _Optional[_Union[DropNullTransform, _Mapping]] = ..., dedupe: _Optional[_Union[DedupeTransform, _Mapping]] = ..., sort: _Optional[_Union[SortTransform, _Mapping]] = ..., limit: _Optional[_Union[LimitTransform, _Mapping]] = ..., aggregate: _Optional[_Union[AggregateTransform, _Mapping]] = ..., join: _Optional[_Union[JoinTransform, _Mapping]] = ..., union: _Optional[_Union[UnionTransform, _Mapping]] = ..., sql: _Optional[_Union[SqlTransform, _Mapping]] = ..., check: _Optional[_Union[CheckTransform, _Mapping]] = ...) -> None: ...
 
 class FileSink(_message.Message):
     __slots__ = ("connection", "path", "format", "mode", "partition_by", "compression")

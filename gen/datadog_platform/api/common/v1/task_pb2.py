@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)datadog_platform/api/common/v1/task.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bTaskMetrics\x12\x11\n\trows_read\x18\x01 \x01(\x03\x12\x12\n\nbytes_read\x18\x02 \x01(\x03\x12\x14\n\x0crows_written\x18\x03 \x01(\x03\x12\x15\n\rbytes_written\x18\x04 \x01(\x03\"C\n\x0bStageOutput\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x14\n\x0crows_written\x18\x03 \x01(\x03\"\x8b\x01\n\x07LogLine\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x05level\x18\x02 \x01(\x0e\x32(.datadog_platform.api.common.v1.LogLevel\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*z\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)datadog_platform/api/common/v1/task.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"a\n\x0bTaskMetrics\x12\x11\n\trows_read\x18\x01 \x01(\x03\x12\x12\n\nbytes_read\x18\x02 \x01(\x03\x12\x14\n\x0crows_written\x18\x03 \x01(\x03\x12\x15\n\rbytes_written\x18\x04 \x01(\x03\"C\n\x0bStageOutput\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x10\n\x08location\x18\x02 \x01(\t\x12\x14\n\x0crows_written\x18\x03 \x01(\x03\"\x8b\x01\n\x07LogLine\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x05level\x18\x02 \x01(\x0e\x32(.datadog_platform.api.common.v1.LogLevel\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"q\n\x0b\x43heckResult\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05\x63heck\x18\x02 \x01(\t\x12\x0e\n\x06passed\x18\x03 \x01(\x08\x12\x14\n\x0c\x66\x61iling_rows\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\"8\n\x0bStepMetrics\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x03\x12\r\n\x05\x62ytes\x18\x03 \x01(\x03*z\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'datadog_platform.api.common.v1.task_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGLEVEL']._serialized_start=420
-  _globals['_LOGLEVEL']._serialized_end=542
+  _globals['_LOGLEVEL']._serialized_start=593
+  _globals['_LOGLEVEL']._serialized_end=715
   _globals['_TASKMETRICS']._serialized_start=110
   _globals['_TASKMETRICS']._serialized_end=207
   _globals['_STAGEOUTPUT']._serialized_start=209
   _globals['_STAGEOUTPUT']._serialized_end=276
   _globals['_LOGLINE']._serialized_start=279
   _globals['_LOGLINE']._serialized_end=418
+  _globals['_CHECKRESULT']._serialized_start=420
+  _globals['_CHECKRESULT']._serialized_end=533
+  _globals['_STEPMETRICS']._serialized_start=535
+  _globals['_STEPMETRICS']._serialized_end=591
 # @@protoc_insertion_point(module_scope)

@@ -55,3 +55,29 @@ class LogLine(_message.Message):
     step: str
     message: str
     def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., level: _Optional[_Union[LogLevel, str]] = ..., step: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CheckResult(_message.Message):
+    __slots__ = ("step", "check", "passed", "failing_rows", "message", "action")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    CHECK_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    FAILING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    check: str
+    passed: bool
+    failing_rows: int
+    message: str
+    action: str
+    def __init__(self, step: _Optional[str] = ..., check: _Optional[str] = ..., passed: _Optional[bool] = ..., failing_rows: _Optional[int] = ..., message: _Optional[str] = ..., action: _Optional[str] = ...) -> None: ...
+
+class StepMetrics(_message.Message):
+    __slots__ = ("step", "rows", "bytes")
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    step: str
+    rows: int
+    bytes: int
+    def __init__(self, step: _Optional[str] = ..., rows: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...

@@ -26,7 +26,7 @@ from datadog_platform.api.common.v1 import step_pb2 as datadog__platform_dot_api
 from datadog_platform.api.common.v1 import task_pb2 as datadog__platform_dot_api_dot_common_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7datadog_platform/api/executor/v1/executor_service.proto\x12 datadog_platform.api.executor.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a)datadog_platform/api/common/v1/task.proto\"|\n\x12\x45xecuteTaskRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08stage_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x33\n\x05steps\x18\x04 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\"\xe4\x02\n\x13\x45xecuteTaskResponse\x12@\n\x07started\x18\x01 \x01(\x0b\x32-.datadog_platform.api.executor.v1.TaskStartedH\x00\x12\x42\n\x08progress\x18\x02 \x01(\x0b\x32..datadog_platform.api.executor.v1.TaskProgressH\x00\x12\x44\n\tsucceeded\x18\x03 \x01(\x0b\x32/.datadog_platform.api.executor.v1.TaskSucceededH\x00\x12>\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32,.datadog_platform.api.executor.v1.TaskFailedH\x00\x12\x38\n\x03log\x18\x05 \x01(\x0b\x32).datadog_platform.api.executor.v1.TaskLogH\x00\x42\x07\n\x05\x65vent\"\"\n\x0bTaskStarted\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"L\n\x0cTaskProgress\x12<\n\x07metrics\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\"\x93\x02\n\rTaskSucceeded\x12<\n\x07metrics\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12<\n\x07outputs\x18\x02 \x03(\x0b\x32+.datadog_platform.api.common.v1.StageOutput\x12S\n\nwatermarks\x18\x03 \x03(\x0b\x32?.datadog_platform.api.executor.v1.TaskSucceeded.WatermarksEntry\x1a\x31\n\x0fWatermarksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x07TaskLog\x12\x36\n\x05lines\x18\x01 \x03(\x0b\x32\'.datadog_platform.api.common.v1.LogLine\"\x8c\x01\n\nTaskFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12<\n\x07metrics\x18\x05 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics2\x8f\x01\n\x0f\x45xecutorService\x12|\n\x0b\x45xecuteTask\x12\x34.datadog_platform.api.executor.v1.ExecuteTaskRequest\x1a\x35.datadog_platform.api.executor.v1.ExecuteTaskResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n7datadog_platform/api/executor/v1/executor_service.proto\x12 datadog_platform.api.executor.v1\x1a)datadog_platform/api/common/v1/step.proto\x1a)datadog_platform/api/common/v1/task.proto\"\x1b\n\x19ListTransformTypesRequest\"W\n\x12TransformParameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08required\x18\x04 \x01(\x08\"\xb7\x01\n\rTransformType\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12H\n\nparameters\x18\x03 \x03(\x0b\x32\x34.datadog_platform.api.executor.v1.TransformParameter\x12\x12\n\nmin_inputs\x18\x04 \x01(\x05\x12\x12\n\nmax_inputs\x18\x05 \x01(\x05\x12\x11\n\tstreaming\x18\x06 \x01(\x08\"f\n\x1aListTransformTypesResponse\x12H\n\x0ftransform_types\x18\x01 \x03(\x0b\x32/.datadog_platform.api.executor.v1.TransformType\"|\n\x12\x45xecuteTaskRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x10\n\x08stage_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x33\n\x05steps\x18\x04 \x03(\x0b\x32$.datadog_platform.api.common.v1.Step\"\xe4\x02\n\x13\x45xecuteTaskResponse\x12@\n\x07started\x18\x01 \x01(\x0b\x32-.datadog_platform.api.executor.v1.TaskStartedH\x00\x12\x42\n\x08progress\x18\x02 \x01(\x0b\x32..datadog_platform.api.executor.v1.TaskProgressH\x00\x12\x44\n\tsucceeded\x18\x03 \x01(\x0b\x32/.datadog_platform.api.executor.v1.TaskSucceededH\x00\x12>\n\x06\x66\x61iled\x18\x04 \x01(\x0b\x32,.datadog_platform.api.executor.v1.TaskFailedH\x00\x12\x38\n\x03log\x18\x05 \x01(\x0b\x32).datadog_platform.api.executor.v1.TaskLogH\x00\x42\x07\n\x05\x65vent\"\"\n\x0bTaskStarted\x12\x13\n\x0b\x65xecutor_id\x18\x01 \x01(\t\"\x88\x01\n\x0cTaskProgress\x12<\n\x07metrics\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12:\n\x05steps\x18\x02 \x03(\x0b\x32+.datadog_platform.api.common.v1.StepMetrics\"\x8c\x03\n\rTaskSucceeded\x12<\n\x07metrics\x18\x01 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12<\n\x07outputs\x18\x02 \x03(\x0b\x32+.datadog_platform.api.common.v1.StageOutput\x12S\n\nwatermarks\x18\x03 \x03(\x0b\x32?.datadog_platform.api.executor.v1.TaskSucceeded.WatermarksEntry\x12;\n\x06\x63hecks\x18\x04 \x03(\x0b\x32+.datadog_platform.api.common.v1.CheckResult\x12:\n\x05steps\x18\x05 \x03(\x0b\x32+.datadog_platform.api.common.v1.StepMetrics\x1a\x31\n\x0fWatermarksEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"A\n\x07TaskLog\x12\x36\n\x05lines\x18\x01 \x03(\x0b\x32\'.datadog_platform.api.common.v1.LogLine\"\xc9\x01\n\nTaskFailed\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\x12<\n\x07metrics\x18\x05 \x01(\x0b\x32+.datadog_platform.api.common.v1.TaskMetrics\x12;\n\x06\x63hecks\x18\x06 \x03(\x0b\x32+.datadog_platform.api.common.v1.CheckResult2\xa1\x02\n\x0f\x45xecutorService\x12|\n\x0b\x45xecuteTask\x12\x34.datadog_platform.api.executor.v1.ExecuteTaskRequest\x1a\x35.datadog_platform.api.executor.v1.ExecuteTaskResponse0\x01\x12\x8f\x01\n\x12ListTransformTypes\x12;.datadog_platform.api.executor.v1.ListTransformTypesRequest\x1a<.datadog_platform.api.executor.v1.ListTransformTypesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,22 +35,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._loaded_options = None
   _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._serialized_options = b'8\001'
-  _globals['_EXECUTETASKREQUEST']._serialized_start=179
-  _globals['_EXECUTETASKREQUEST']._serialized_end=303
-  _globals['_EXECUTETASKRESPONSE']._serialized_start=306
-  _globals['_EXECUTETASKRESPONSE']._serialized_end=662
-  _globals['_TASKSTARTED']._serialized_start=664
-  _globals['_TASKSTARTED']._serialized_end=698
-  _globals['_TASKPROGRESS']._serialized_start=700
-  _globals['_TASKPROGRESS']._serialized_end=776
-  _globals['_TASKSUCCEEDED']._serialized_start=779
-  _globals['_TASKSUCCEEDED']._serialized_end=1054
-  _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._serialized_start=1005
-  _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._serialized_end=1054
-  _globals['_TASKLOG']._serialized_start=1056
-  _globals['_TASKLOG']._serialized_end=1121
-  _globals['_TASKFAILED']._serialized_start=1124
-  _globals['_TASKFAILED']._serialized_end=1264
-  _globals['_EXECUTORSERVICE']._serialized_start=1267
-  _globals['_EXECUTORSERVICE']._serialized_end=1410
+  _globals['_LISTTRANSFORMTYPESREQUEST']._serialized_start=179
+  _globals['_LISTTRANSFORMTYPESREQUEST']._serialized_end=206
+  _globals['_TRANSFORMPARAMETER']._serialized_start=208
+  _globals['_TRANSFORMPARAMETER']._serialized_end=295
+  _globals['_TRANSFORMTYPE']._serialized_start=298
+  _globals['_TRANSFORMTYPE']._serialized_end=481
+  _globals['_LISTTRANSFORMTYPESRESPONSE']._serialized_start=483
+  _globals['_LISTTRANSFORMTYPESRESPONSE']._serialized_end=585
+  _globals['_EXECUTETASKREQUEST']._serialized_start=587
+  _globals['_EXECUTETASKREQUEST']._serialized_end=711
+  _globals['_EXECUTETASKRESPONSE']._serialized_start=714
+  _globals['_EXECUTETASKRESPONSE']._serialized_end=1070
+  _globals['_TASKSTARTED']._serialized_start=1072
+  _globals['_TASKSTARTED']._serialized_end=1106
+  _globals['_TASKPROGRESS']._serialized_start=1109
+  _globals['_TASKPROGRESS']._serialized_end=1245
+  _globals['_TASKSUCCEEDED']._serialized_start=1248
+  _globals['_TASKSUCCEEDED']._serialized_end=1644
+  _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._serialized_start=1595
+  _globals['_TASKSUCCEEDED_WATERMARKSENTRY']._serialized_end=1644
+  _globals['_TASKLOG']._serialized_start=1646
+  _globals['_TASKLOG']._serialized_end=1711
+  _globals['_TASKFAILED']._serialized_start=1714
+  _globals['_TASKFAILED']._serialized_end=1915
+  _globals['_EXECUTORSERVICE']._serialized_start=1918
+  _globals['_EXECUTORSERVICE']._serialized_end=2207
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,44 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListTransformTypesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TransformParameter(_message.Message):
+    __slots__ = ("name", "type", "description", "required")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    required: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., required: _Optional[bool] = ...) -> None: ...
+
+class TransformType(_message.Message):
+    __slots__ = ("name", "description", "parameters", "min_inputs", "max_inputs", "streaming")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters: _containers.RepeatedCompositeFieldContainer[TransformParameter]
+    min_inputs: int
+    max_inputs: int
+    streaming: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[TransformParameter, _Mapping]]] = ..., min_inputs: _Optional[int] = ..., max_inputs: _Optional[int] = ..., streaming: _Optional[bool] = ...) -> None: ...
+
+class ListTransformTypesResponse(_message.Message):
+    __slots__ = ("transform_types",)
+    TRANSFORM_TYPES_FIELD_NUMBER: _ClassVar[int]
+    transform_types: _containers.RepeatedCompositeFieldContainer[TransformType]
+    def __init__(self, transform_types: _Optional[_Iterable[_Union[TransformType, _Mapping]]] = ...) -> None: ...
+
 class ExecuteTaskRequest(_message.Message):
     __slots__ = ("run_id", "stage_id", "attempt", "steps")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -41,13 +79,15 @@ class TaskStarted(_message.Message):
     def __init__(self, executor_id: _Optional[str] = ...) -> None: ...
 
 class TaskProgress(_message.Message):
-    __slots__ = ("metrics",)
+    __slots__ = ("metrics", "steps")
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     metrics: _task_pb2.TaskMetrics
-    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[_task_pb2.StepMetrics]
+    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_task_pb2.StepMetrics, _Mapping]]] = ...) -> None: ...
 
 class TaskSucceeded(_message.Message):
-    __slots__ = ("metrics", "outputs", "watermarks")
+    __slots__ = ("metrics", "outputs", "watermarks", "checks", "steps")
     class WatermarksEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,10 +98,14 @@ class TaskSucceeded(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     WATERMARKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     metrics: _task_pb2.TaskMetrics
     outputs: _containers.RepeatedCompositeFieldContainer[_task_pb2.StageOutput]
     watermarks: _containers.ScalarMap[str, str]
-    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ..., watermarks: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[_task_pb2.CheckResult]
+    steps: _containers.RepeatedCompositeFieldContainer[_task_pb2.StepMetrics]
+    def __init__(self, metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ..., watermarks: _Optional[_Mapping[str, str]] = ..., checks: _Optional[_Iterable[_Union[_task_pb2.CheckResult, _Mapping]]] = ..., steps: _Optional[_Iterable[_Union[_task_pb2.StepMetrics, _Mapping]]] = ...) -> None: ...
 
 class TaskLog(_message.Message):
     __slots__ = ("lines",)
@@ -70,15 +114,17 @@ class TaskLog(_message.Message):
     def __init__(self, lines: _Optional[_Iterable[_Union[_task_pb2.LogLine, _Mapping]]] = ...) -> None: ...
 
 class TaskFailed(_message.Message):
-    __slots__ = ("reason", "message", "step", "retryable", "metrics")
+    __slots__ = ("reason", "message", "step", "retryable", "metrics", "checks")
     REASON_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     reason: str
     message: str
     step: str
     retryable: bool
     metrics: _task_pb2.TaskMetrics
-    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., step: _Optional[str] = ..., retryable: _Optional[bool] = ..., metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[_task_pb2.CheckResult]
+    def __init__(self, reason: _Optional[str] = ..., message: _Optional[str] = ..., step: _Optional[str] = ..., retryable: _Optional[bool] = ..., metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[_task_pb2.CheckResult, _Mapping]]] = ...) -> None: ...

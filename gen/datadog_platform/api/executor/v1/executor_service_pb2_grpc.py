@@ -41,6 +41,11 @@ class ExecutorServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskResponse.FromString,
                 _registered_method=True)
+        self.ListTransformTypes = channel.unary_unary(
+                '/datadog_platform.api.executor.v1.ExecutorService/ListTransformTypes',
+                request_serializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesResponse.FromString,
+                _registered_method=True)
 
 
 class ExecutorServiceServicer:
@@ -59,6 +64,14 @@ class ExecutorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTransformTypes(self, request, context):
+        """ListTransformTypes describes every transform the executor runs and its
+        parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ExecutorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +79,11 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
                     servicer.ExecuteTask,
                     request_deserializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskResponse.SerializeToString,
+            ),
+            'ListTransformTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransformTypes,
+                    request_deserializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,6 +115,33 @@ class ExecutorService:
             '/datadog_platform.api.executor.v1.ExecutorService/ExecuteTask',
             datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskRequest.SerializeToString,
             datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ExecuteTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransformTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.executor.v1.ExecutorService/ListTransformTypes',
+            datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesRequest.SerializeToString,
+            datadog__platform_dot_api_dot_executor_dot_v1_dot_executor__service__pb2.ListTransformTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

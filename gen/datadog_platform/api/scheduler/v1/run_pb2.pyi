@@ -71,7 +71,7 @@ BACKFILL_STATE_FAILED: BackfillState
 BACKFILL_STATE_CANCELLED: BackfillState
 
 class StageRun(_message.Message):
-    __slots__ = ("stage_id", "steps", "state", "attempt", "start_time", "end_time", "metrics", "outputs", "error_reason", "error_message", "upstream", "next_attempt_time")
+    __slots__ = ("stage_id", "steps", "state", "attempt", "start_time", "end_time", "metrics", "outputs", "error_reason", "error_message", "upstream", "next_attempt_time", "checks")
     STAGE_ID_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,7 @@ class StageRun(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_TIME_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     stage_id: str
     steps: _containers.RepeatedScalarFieldContainer[str]
     state: StageState
@@ -96,7 +97,8 @@ class StageRun(_message.Message):
     error_message: str
     upstream: _containers.RepeatedScalarFieldContainer[str]
     next_attempt_time: _timestamp_pb2.Timestamp
-    def __init__(self, stage_id: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[StageState, str]] = ..., attempt: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ..., upstream: _Optional[_Iterable[str]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    checks: _containers.RepeatedCompositeFieldContainer[_task_pb2.CheckResult]
+    def __init__(self, stage_id: _Optional[str] = ..., steps: _Optional[_Iterable[str]] = ..., state: _Optional[_Union[StageState, str]] = ..., attempt: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Union[_task_pb2.TaskMetrics, _Mapping]] = ..., outputs: _Optional[_Iterable[_Union[_task_pb2.StageOutput, _Mapping]]] = ..., error_reason: _Optional[str] = ..., error_message: _Optional[str] = ..., upstream: _Optional[_Iterable[str]] = ..., next_attempt_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., checks: _Optional[_Iterable[_Union[_task_pb2.CheckResult, _Mapping]]] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "pipeline", "pipeline_version", "state", "create_time", "start_time", "end_time", "stages", "error_message", "request_id", "params", "trigger", "logical_date", "data_interval_start", "data_interval_end", "backfill_id")

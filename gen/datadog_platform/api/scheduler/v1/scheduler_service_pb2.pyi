@@ -1,6 +1,8 @@
 import datetime
 
+from datadog_platform.api.common.v1 import arrow_pb2 as _arrow_pb2
 from datadog_platform.api.common.v1 import connection_pb2 as _connection_pb2
+from datadog_platform.api.common.v1 import step_pb2 as _step_pb2
 from datadog_platform.api.common.v1 import task_pb2 as _task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2 as _pipeline_pb2
 from datadog_platform.api.scheduler.v1 import run_pb2 as _run_pb2
@@ -362,3 +364,113 @@ class CancelBackfillResponse(_message.Message):
     BACKFILL_FIELD_NUMBER: _ClassVar[int]
     backfill: _run_pb2.Backfill
     def __init__(self, backfill: _Optional[_Union[_run_pb2.Backfill, _Mapping]] = ...) -> None: ...
+
+class TestConnectionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class TestConnectionResponse(_message.Message):
+    __slots__ = ("ok", "message", "reason", "latency_ms")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    message: str
+    reason: str
+    latency_ms: float
+    def __init__(self, ok: _Optional[bool] = ..., message: _Optional[str] = ..., reason: _Optional[str] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+
+class DescribeSourceRequest(_message.Message):
+    __slots__ = ("source",)
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    source: _step_pb2.SourceSpec
+    def __init__(self, source: _Optional[_Union[_step_pb2.SourceSpec, _Mapping]] = ...) -> None: ...
+
+class DescribeSourceResponse(_message.Message):
+    __slots__ = ("schema", "estimated_rows", "columns")
+    SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    schema: _arrow_pb2.ArrowSchema
+    estimated_rows: int
+    columns: _containers.RepeatedCompositeFieldContainer[SourceColumn]
+    def __init__(self, schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., estimated_rows: _Optional[int] = ..., columns: _Optional[_Iterable[_Union[SourceColumn, _Mapping]]] = ...) -> None: ...
+
+class SourceColumn(_message.Message):
+    __slots__ = ("name", "type", "nullable")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    NULLABLE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    nullable: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., nullable: _Optional[bool] = ...) -> None: ...
+
+class ListTransformTypesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTransformTypesResponse(_message.Message):
+    __slots__ = ("transform_types",)
+    TRANSFORM_TYPES_FIELD_NUMBER: _ClassVar[int]
+    transform_types: _containers.RepeatedCompositeFieldContainer[TransformTypeInfo]
+    def __init__(self, transform_types: _Optional[_Iterable[_Union[TransformTypeInfo, _Mapping]]] = ...) -> None: ...
+
+class TransformTypeInfo(_message.Message):
+    __slots__ = ("name", "description", "parameters", "min_inputs", "max_inputs", "streaming")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUTS_FIELD_NUMBER: _ClassVar[int]
+    STREAMING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    description: str
+    parameters: _containers.RepeatedCompositeFieldContainer[TransformParameterInfo]
+    min_inputs: int
+    max_inputs: int
+    streaming: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., parameters: _Optional[_Iterable[_Union[TransformParameterInfo, _Mapping]]] = ..., min_inputs: _Optional[int] = ..., max_inputs: _Optional[int] = ..., streaming: _Optional[bool] = ...) -> None: ...
+
+class TransformParameterInfo(_message.Message):
+    __slots__ = ("name", "type", "description", "required")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    description: str
+    required: bool
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., description: _Optional[str] = ..., required: _Optional[bool] = ...) -> None: ...
+
+class GetMetricsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StateCount(_message.Message):
+    __slots__ = ("state", "count")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    state: str
+    count: int
+    def __init__(self, state: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class GetMetricsResponse(_message.Message):
+    __slots__ = ("pipelines", "runs", "stages", "rows_written", "bytes_written", "stages_in_flight")
+    PIPELINES_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    STAGES_FIELD_NUMBER: _ClassVar[int]
+    ROWS_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    BYTES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    STAGES_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    pipelines: int
+    runs: _containers.RepeatedCompositeFieldContainer[StateCount]
+    stages: _containers.RepeatedCompositeFieldContainer[StateCount]
+    rows_written: int
+    bytes_written: int
+    stages_in_flight: int
+    def __init__(self, pipelines: _Optional[int] = ..., runs: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., stages: _Optional[_Iterable[_Union[StateCount, _Mapping]]] = ..., rows_written: _Optional[int] = ..., bytes_written: _Optional[int] = ..., stages_in_flight: _Optional[int] = ...) -> None: ...

@@ -136,6 +136,26 @@ class SchedulerServiceStub:
                 request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.SerializeToString,
                 response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.FromString,
                 _registered_method=True)
+        self.TestConnection = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/TestConnection',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionResponse.FromString,
+                _registered_method=True)
+        self.DescribeSource = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/DescribeSource',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceResponse.FromString,
+                _registered_method=True)
+        self.ListTransformTypes = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/ListTransformTypes',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesResponse.FromString,
+                _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/datadog_platform.api.scheduler.v1.SchedulerService/GetMetrics',
+                request_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -300,6 +320,35 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TestConnection(self, request, context):
+        """TestConnection checks a connection configured on the connector service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeSource(self, request, context):
+        """DescribeSource returns the schema a source would produce, without reading it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransformTypes(self, request, context):
+        """ListTransformTypes describes every transform the executors run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMetrics(self, request, context):
+        """GetMetrics returns platform counters: pipelines, runs and stages by state,
+        and the data moved (the same figures as the Prometheus endpoint).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -402,6 +451,26 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.CancelBackfill,
                     request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.FromString,
                     response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.SerializeToString,
+            ),
+            'TestConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.TestConnection,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionResponse.SerializeToString,
+            ),
+            'DescribeSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSource,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceResponse.SerializeToString,
+            ),
+            'ListTransformTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransformTypes,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsRequest.FromString,
+                    response_serializer=datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +1015,114 @@ class SchedulerService:
             '/datadog_platform.api.scheduler.v1.SchedulerService/CancelBackfill',
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillRequest.SerializeToString,
             datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.CancelBackfillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TestConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/TestConnection',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.TestConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/DescribeSource',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.DescribeSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransformTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/ListTransformTypes',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.ListTransformTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/datadog_platform.api.scheduler.v1.SchedulerService/GetMetrics',
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsRequest.SerializeToString,
+            datadog__platform_dot_api_dot_scheduler_dot_v1_dot_scheduler__service__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,
