@@ -24,9 +24,11 @@ demo: install
 
 gen: install
 	PYTHON=$(PY) scripts/gen-protos
+	$(PY) scripts/api_reference.py
 
 docs: install
 	PYTHON=$(PY) scripts/gen-docs
+	$(PY) scripts/api_reference.py
 
 check-gen: install
 	PYTHON=$(PY) scripts/check-gen
@@ -41,7 +43,7 @@ buf-lint: $(BUF)
 # Breaking-change check of the contracts against the previous commit, when there is one.
 buf-breaking: $(BUF)
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
-	  $(BUF) breaking --against '.git#ref=HEAD~1' && echo 'buf breaking: no breaking change since HEAD~1'; \
+	  $(BUF) breaking protos --against '.git#ref=HEAD~1,subdir=protos' && echo 'buf breaking: no breaking change since HEAD~1'; \
 	else echo "buf breaking: no previous commit to compare with"; fi
 
 pytest: install $(BUF)

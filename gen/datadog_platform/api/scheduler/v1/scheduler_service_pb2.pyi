@@ -6,6 +6,7 @@ from datadog_platform.api.common.v1 import step_pb2 as _step_pb2
 from datadog_platform.api.common.v1 import task_pb2 as _task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2 as _pipeline_pb2
 from datadog_platform.api.scheduler.v1 import run_pb2 as _run_pb2
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
