@@ -29,6 +29,7 @@ gen: install
 docs: install
 	PYTHON=$(PY) scripts/gen-docs
 	$(PY) scripts/api_reference.py
+	$(PY) scripts/error_reasons.py
 
 check-gen: install
 	PYTHON=$(PY) scripts/check-gen
