@@ -30,8 +30,6 @@ import asyncio
 import os
 import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -40,6 +38,9 @@ from pathlib import Path
 
 import asyncpg
 import grpc
+
+# Same directory: python puts bench/ on sys.path when running this script.
+from service_process import Service
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as exec_pb
@@ -57,33 +58,6 @@ TERMINAL = {run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_S
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-class Service:
-    """``python -m MODULE --listen 127.0.0.1:0 ARGS`` with its reported address."""
-
-    def __init__(self, module: str, *args: str, logfile: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "--listen", "127.0.0.1:0", *args],
-            stdout=subprocess.PIPE,
-            stderr=logfile.open("a"),
-            text=True,
-            env={**os.environ, "DATADOG_LOG_LEVEL": "WARNING"},
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"listening on (\S+)", line)
-        if not match:
-            self.process.kill()
-            raise SystemExit(f"{module} did not start; see {logfile}")
-        self.address = match.group(1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 def noop_steps(name: str, after: Sequence[str] = ()) -> list[step_pb2.Step]:

@@ -573,6 +573,11 @@ async def test_a_full_executor_answers_resource_exhausted_before_any_event(
         stub = executor_service_pb2_grpc.ExecutorServiceStub(channel)
         holder = stub.ExecuteTask(slow_request(), timeout=60)
         assert (await holder.read()).WhichOneof("event") == "started"
+        # The stage has reached the REST API (on a loaded machine this takes a while).
+        for _ in range(500):
+            if rest_api.hits["/slow"]:
+                break
+            await asyncio.sleep(0.01)
 
         second = stub.ExecuteTask(no_op_request(), timeout=60)
         with pytest.raises(grpc.aio.AioRpcError) as info:

@@ -10,11 +10,12 @@ get one of this module's reasons.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
 
 import grpc
 import pyarrow as pa
+import structlog
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
@@ -31,6 +32,7 @@ from datadog_platform.core.arrow_frames import (
     split_by_bytes,
 )
 from datadog_platform.core.errors import DomainError, ErrorCode, unavailable
+from datadog_platform.core.interceptors import forwarded_metadata
 from datadog_platform.core.status import details_of, domain_error_of
 from datadog_platform.executor.stage import SourceStream, WriteResult
 
@@ -47,10 +49,29 @@ class GrpcDataPlane:
         self._address = address
         self._timeout = timeout
 
+    async def describe(self, source: step_pb2.SourceSpec) -> pa.Schema:
+        """The schema a full ``Read`` of ``source`` streams (``DescribeSource``)."""
+        try:
+            response = await self._stub.DescribeSource(
+                pb.DescribeSourceRequest(source=source),
+                timeout=self._timeout,
+                metadata=_correlation(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise self._error(exc) from None
+        return decode_schema(response.schema)
+
     @asynccontextmanager
-    async def read(self, source: step_pb2.SourceSpec) -> AsyncIterator[SourceStream]:
-        """Open a ``Read`` stream and decode its schema; leaving cancels the call."""
-        call = self._stub.Read(pb.ReadRequest(source=source), timeout=self._timeout)
+    async def read(
+        self, source: step_pb2.SourceSpec, columns: Sequence[str] = ()
+    ) -> AsyncIterator[SourceStream]:
+        """Open a ``Read`` stream (of ``columns`` only, in that order; all when empty) and
+        decode its schema; leaving cancels the call."""
+        call = self._stub.Read(
+            pb.ReadRequest(source=source, columns=list(columns)),
+            timeout=self._timeout,
+            metadata=_correlation(),
+        )
         try:
             first = await self._next(call)
             if first is grpc.aio.EOF:
@@ -73,7 +94,7 @@ class GrpcDataPlane:
         batches: AsyncIterator[pa.RecordBatch],
     ) -> WriteResult:
         """Stream ``batches`` to a ``Write`` call; commit by completing it once they end."""
-        call = self._stub.Write(timeout=self._timeout)
+        call = self._stub.Write(timeout=self._timeout, metadata=_correlation())
         ended = _EndStatus(call)
         try:
             header = pb.WriteHeader(sink=sink, idempotency_key=idempotency_key)
@@ -156,6 +177,12 @@ class GrpcDataPlane:
                 f"the connector call did not finish within the stage timeout of {self._timeout:g}s",
             )
         return domain_error_of(exc)
+
+
+def _correlation() -> tuple[tuple[str, str], ...]:
+    """The stage attempt's request id and run/stage/attempt ids (bound in the log context
+    by the incoming ExecuteTask call) as headers, so the connector's logs carry them."""
+    return forwarded_metadata(structlog.contextvars.get_contextvars())
 
 
 # What gRPC reports when a send fails on a call that has already ended.

@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from datadog_platform.api.common.v1 import task_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
-from datadog_platform.core.tasks import LogLevel, LogLine, TaskLog
+from datadog_platform.core.tasks import CheckResult, LogLevel, LogLine, StepMetrics, TaskLog
 from datadog_platform.executor.stage import (
     StageRunner,
     StageTask,
@@ -23,6 +23,7 @@ from datadog_platform.executor.stage import (
     TaskStarted,
     TaskSucceeded,
 )
+from datadog_platform.executor.transforms.registry import TRANSFORM_KINDS
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEVELS = {
@@ -55,6 +56,29 @@ class ExecutorServicer(executor_service_pb2_grpc.ExecutorServiceServicer):
             async for event in events:
                 yield event_to_pb(event)
 
+    async def ListTransformTypes(
+        self, request: pb.ListTransformTypesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransformTypesResponse:
+        """The transform catalogue, from the registry."""
+        return pb.ListTransformTypesResponse(
+            transform_types=[
+                pb.TransformType(
+                    name=kind.name,
+                    description=kind.description,
+                    parameters=[
+                        pb.TransformParameter(
+                            name=p.name, type=p.type, description=p.description, required=p.required
+                        )
+                        for p in kind.parameters
+                    ],
+                    min_inputs=kind.min_inputs,
+                    max_inputs=kind.max_inputs,
+                    streaming=kind.streaming,
+                )
+                for kind in TRANSFORM_KINDS.values()
+            ]
+        )
+
 
 def event_to_pb(event: TaskEvent) -> pb.ExecuteTaskResponse:
     """The protobuf form of a stage event."""
@@ -62,7 +86,11 @@ def event_to_pb(event: TaskEvent) -> pb.ExecuteTaskResponse:
         case TaskStarted():
             return pb.ExecuteTaskResponse(started=pb.TaskStarted(executor_id=event.executor_id))
         case TaskProgress():
-            return pb.ExecuteTaskResponse(progress=pb.TaskProgress(metrics=_metrics(event.metrics)))
+            return pb.ExecuteTaskResponse(
+                progress=pb.TaskProgress(
+                    metrics=_metrics(event.metrics), steps=[_step(s) for s in event.steps]
+                )
+            )
         case TaskLog():
             return pb.ExecuteTaskResponse(log=pb.TaskLog(lines=[_line(x) for x in event.lines]))
         case TaskSucceeded():
@@ -76,6 +104,8 @@ def event_to_pb(event: TaskEvent) -> pb.ExecuteTaskResponse:
                         for o in event.outputs
                     ],
                     watermarks=event.watermarks,
+                    checks=[_check(c) for c in event.checks],
+                    steps=[_step(s) for s in event.steps],
                 )
             )
         case TaskFailed():
@@ -86,9 +116,25 @@ def event_to_pb(event: TaskEvent) -> pb.ExecuteTaskResponse:
                     step=event.step,
                     retryable=event.retryable,
                     metrics=_metrics(event.metrics),
+                    checks=[_check(c) for c in event.checks],
                 )
             )
     raise TypeError(f"unknown stage event {event!r}")
+
+
+def _step(step: StepMetrics) -> task_pb2.StepMetrics:
+    return task_pb2.StepMetrics(step=step.step, rows=step.rows, bytes=step.bytes)
+
+
+def _check(check: CheckResult) -> task_pb2.CheckResult:
+    return task_pb2.CheckResult(
+        step=check.step,
+        check=check.check,
+        passed=check.passed,
+        failing_rows=check.failing_rows,
+        message=check.message,
+        action=check.action,
+    )
 
 
 def _line(line: LogLine) -> task_pb2.LogLine:

@@ -1,16 +1,19 @@
-"""Running one attempt of a stage: source → transforms → sink, streamed end to end.
+"""Running one attempt of a stage: a small DAG of sources, transforms and one sink, streamed.
 
-The stage reads record batches from the source through a :class:`DataPlane`,
-pushes each through the transforms (off the event loop) and hands them to the
-sink's write as they come, so memory stays bounded by a few batches whatever the
-size of the data. Inline sources and discard sinks are built-ins evaluated here
-(``builtins.py``), with no connector call; a stage made of nothing else runs
-synchronously, with no task, thread or timer.
+The stage reads its sources concurrently through a :class:`DataPlane`, runs the
+transforms in the engine (``engine/``: DuckDB queries over Arrow streams, Python
+operators between them, off the event loop) and hands the sink's input to its
+write as it comes, so memory stays bounded by a few batches per stream whatever
+the size of the data (blocking transforms spill under the engine's memory limit).
+Inline sources and discard sinks are built-ins evaluated here (``builtins.py``),
+with no connector call; a stage made of nothing else runs synchronously, with no
+task, thread, timer or DuckDB.
 
-The attempt is reported as events: started, throttled progress and batched log
-lines, then exactly one of succeeded (with the steps' watermarks) or failed. A
-failure of the stage is an event, not an exception; only a malformed stage
-(INVALID_STAGE) and a full executor (EXECUTOR_BUSY) are refused, before any event.
+The attempt is reported as events: started, throttled progress (totals and per
+source/sink step) and batched log lines, then exactly one of succeeded (with the
+steps' watermarks, check results and step metrics) or failed. A failure of the
+stage is an event, not an exception; only a malformed stage (INVALID_STAGE) and a
+full executor (EXECUTOR_BUSY) are refused, before any event.
 
 This module does not import grpc: the data plane is a protocol implemented over
 gRPC in ``data_plane.py`` and by in-memory fakes in unit tests.
@@ -24,7 +27,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import structlog
@@ -37,13 +40,14 @@ from datadog_platform.core.errors import (
     invalid_argument,
     resource_exhausted,
 )
-from datadog_platform.core.expressions import predicate_problem
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.tasks import (
+    CheckResult,
     LogLevel,
     LogLine,
     StageOutput,
     StageTask,
+    StepMetrics,
     TaskEvent,
     TaskFailed,
     TaskLog,
@@ -59,8 +63,51 @@ from datadog_platform.executor.builtins import (
     is_discard,
     is_inline,
 )
-from datadog_platform.executor.transforms import BatchTransform, bind_transform
+from datadog_platform.executor.engine.graph import StageGraph, build_graph
+from datadog_platform.executor.engine.kinds import transform_kinds
+from datadog_platform.executor.engine.operators import (
+    BatchOperator,
+    QuarantineWriter,
+    run_operator,
+)
+from datadog_platform.executor.engine.pushdown import (
+    narrowable_sources,
+    project,
+    same_outputs,
+    used_columns,
+    with_required,
+)
+from datadog_platform.executor.engine.query import (
+    BoundQuery,
+    Engine,
+    QueryRun,
+    bind_segment,
+    runtime_error,
+    transform_error,
+)
 from datadog_platform.executor.watermarks import WatermarkTracker
+
+__all__ = [
+    "DEFAULT_SLOTS",
+    "EXECUTOR_BUSY",
+    "INTERNAL",
+    "INVALID_STAGE",
+    "DataPlane",
+    "ProjectingDataPlane",
+    "SourceStream",
+    "StagePlan",
+    "StageRunner",
+    "StageTask",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskLog",
+    "TaskMetrics",
+    "TaskProgress",
+    "TaskStarted",
+    "TaskSucceeded",
+    "WriteResult",
+    "plan_stage",
+]
 
 INVALID_STAGE = "INVALID_STAGE"
 INTERNAL = "INTERNAL"
@@ -124,25 +171,70 @@ class DataPlane(Protocol):
         ...
 
 
+class ProjectingDataPlane(DataPlane, Protocol):
+    """A data plane that can also describe a source and read some of its columns.
+
+    The stage uses it for projection pushdown when the data plane has ``describe``;
+    a plain :class:`DataPlane` (e.g. a test fake) always reads every column.
+    """
+
+    async def describe(self, source: step_pb2.SourceSpec) -> pa.Schema:
+        """The schema a full read of ``source`` streams; raises :class:`DomainError`."""
+        ...
+
+    def read(
+        self, source: step_pb2.SourceSpec, columns: Sequence[str] = ()
+    ) -> AbstractAsyncContextManager[SourceStream]:
+        """Open a read of ``columns`` of ``source`` (in that order; every column when empty)."""
+        ...
+
+
 # --- shape of a stage ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class StagePlan:
-    """A validated stage: one source, transforms in order, one sink."""
+    """A validated stage: its DAG, and the steps keeping a watermark."""
 
-    source_step: str
-    source: step_pb2.SourceSpec
-    transforms: tuple[tuple[str, step_pb2.TransformSpec], ...]
-    sink_step: str
-    sink: step_pb2.SinkSpec
+    graph: StageGraph
     #: Step name -> watermark column, for the steps that keep a watermark.
     watermarks: Mapping[str, str] = field(default_factory=dict)
 
     @property
+    def source_step(self) -> str:
+        """The first source step."""
+        return self.graph.sources[0].name
+
+    @property
+    def source(self) -> step_pb2.SourceSpec:
+        """The first source step's spec."""
+        return self.graph.sources[0].step.source
+
+    @property
+    def transforms(self) -> tuple[tuple[str, step_pb2.TransformSpec], ...]:
+        """The transform steps and their specs, in stage order."""
+        return tuple((n.name, n.step.transform) for n in self.graph.transforms)
+
+    @property
+    def sink_step(self) -> str:
+        """The sink step."""
+        return self.graph.sink.name
+
+    @property
+    def sink(self) -> step_pb2.SinkSpec:
+        """The sink step's spec."""
+        return self.graph.sink.step.sink
+
+    @property
     def builtin_only(self) -> bool:
         """Inline source straight into a discard sink: nothing to stream or to call."""
-        return not self.transforms and is_inline(self.source) and is_discard(self.sink)
+        sources = self.graph.sources
+        return (
+            len(sources) == 1
+            and not self.transforms
+            and is_inline(sources[0].step.source)
+            and is_discard(self.sink)
+        )
 
     def idempotency_key(self, task: StageTask) -> str:
         """The sink write's key: the same for every attempt of this stage in this run."""
@@ -152,99 +244,58 @@ class StagePlan:
 def plan_stage(task: StageTask) -> StagePlan:
     """Check the stage's shape; raise INVALID_ARGUMENT ``INVALID_STAGE`` listing every problem.
 
-    The steps must be one source, zero or more transforms and one sink, each
-    consuming exactly the previous one.
+    The steps are a DAG of one or more sources, transforms and one sink, the last
+    step (``engine.graph``).
     """
     violations: list[FieldViolation] = []
     if not task.run_id:
         violations.append(FieldViolation("run_id", "is required"))
     if not task.stage_id:
         violations.append(FieldViolation("stage_id", "is required"))
-    steps = list(task.steps)
-    if len(steps) < 2:
-        violations.append(
-            FieldViolation(
-                "steps",
-                f"a stage is one source step, transforms, then one sink step; got {len(steps)} "
-                "step(s)",
-            )
-        )
-    else:
-        violations.extend(_step_violations(steps))
-    if violations:
+    graph, step_violations = build_graph(list(task.steps), transform_kinds())
+    violations.extend(step_violations)
+    if violations or graph is None:
         problems = "; ".join(f"{v.field}: {v.description}" for v in violations)
         raise invalid_argument(INVALID_STAGE, f"malformed stage: {problems}", violations)
     return StagePlan(
-        source_step=steps[0].name,
-        source=steps[0].source,
-        transforms=tuple((s.name, s.transform) for s in steps[1:-1]),
-        sink_step=steps[-1].name,
-        sink=steps[-1].sink,
-        watermarks={s.name: s.watermark.column for s in steps if s.watermark.column},
+        graph=graph,
+        watermarks={s.name: s.watermark.column for s in task.steps if s.watermark.column},
     )
-
-
-def _step_violations(steps: list[step_pb2.Step]) -> list[FieldViolation]:
-    violations: list[FieldViolation] = []
-    seen: set[str] = set()
-    for index, step in enumerate(steps):
-        path = f"steps[{index}]"
-        if not step.name:
-            violations.append(FieldViolation(f"{path}.name", "is required"))
-        elif step.name in seen:
-            violations.append(FieldViolation(f"{path}.name", f"duplicate step name {step.name!r}"))
-        seen.add(step.name)
-
-        expected = "source" if index == 0 else "sink" if index == len(steps) - 1 else "transform"
-        kind = step.WhichOneof("kind")
-        if kind is None:
-            violations.append(FieldViolation(path, f"must be a {expected} step; no kind is set"))
-        elif kind != expected:
-            violations.append(
-                FieldViolation(path, f"is a {kind} step where the stage needs a {expected} step")
-            )
-        else:
-            violations.extend(_spec_violations(path, step))
-
-        wanted = [] if index == 0 else [steps[index - 1].name]
-        if list(step.inputs) != wanted:
-            violations.append(
-                FieldViolation(
-                    f"{path}.inputs",
-                    "a source step takes no inputs"
-                    if index == 0
-                    else f"must be [{steps[index - 1].name!r}], the previous step of the stage",
-                )
-            )
-    return violations
-
-
-def _spec_violations(path: str, step: step_pb2.Step) -> list[FieldViolation]:
-    kind = step.WhichOneof("kind")
-    assert kind is not None
-    spec = getattr(step, kind)
-    spec_kind = spec.WhichOneof("kind")
-    if spec_kind is None:
-        return [FieldViolation(f"{path}.{kind}", f"no kind of {kind} is set")]
-    if kind == "transform" and spec_kind == "filter":
-        problem = predicate_problem(spec.filter.predicate)
-        if problem:
-            return [FieldViolation(f"{path}.transform.filter.predicate", problem)]
-    return []
 
 
 # --- running an attempt --------------------------------------------------------------
 
 
 @dataclass
+class _Moved:
+    rows: int = 0
+    bytes: int = 0
+
+
 class _Counters:
-    rows_read: int = 0
-    bytes_read: int = 0
-    rows_written: int = 0
-    bytes_written: int = 0
+    """Rows and bytes per source and sink step (quarantine sinks under their operator)."""
+
+    def __init__(self, graph: StageGraph) -> None:
+        self.sources = {node.name: _Moved() for node in graph.sources}
+        self.sink = _Moved()
+        self.sink_step = graph.sink.name
+        self.quarantines: dict[str, QuarantineWriter] = {}
 
     def snapshot(self) -> TaskMetrics:
-        return TaskMetrics(self.rows_read, self.bytes_read, self.rows_written, self.bytes_written)
+        """The totals (quarantined rows are not in the sink's)."""
+        return TaskMetrics(
+            sum(m.rows for m in self.sources.values()),
+            sum(m.bytes for m in self.sources.values()),
+            self.sink.rows,
+            self.sink.bytes,
+        )
+
+    def steps(self) -> tuple[StepMetrics, ...]:
+        """Per source, sink and quarantine step."""
+        moved = [StepMetrics(name, m.rows, m.bytes) for name, m in self.sources.items()]
+        moved.append(StepMetrics(self.sink_step, self.sink.rows, self.sink.bytes))
+        moved.extend(StepMetrics(step, w.rows, w.bytes) for step, w in self.quarantines.items())
+        return tuple(moved)
 
 
 class _StepFailed(Exception):
@@ -257,13 +308,15 @@ class _StepFailed(Exception):
 
 
 class _Attempt:
-    """What one attempt accumulates: counters, log lines not yet sent, watermarks."""
+    """What one attempt accumulates: counters, log lines not yet sent, watermarks, checks."""
 
     def __init__(self, plan: StagePlan, task: StageTask, executor_id: str) -> None:
         self.plan = plan
         self.task = task
-        self.counters = _Counters()
+        self.counters = _Counters(plan.graph)
         self.watermarks = WatermarkTracker(plan.watermarks)
+        self.operators: list[BatchOperator] = []
+        self.extra_outputs: list[StageOutput] = []
         self._lines: list[LogLine] = []
         steps = " → ".join(_describe(step) for step in task.steps)
         self.log(
@@ -281,8 +334,17 @@ class _Attempt:
         lines, self._lines = tuple(self._lines), []
         return TaskLog(lines)
 
-    def read_done(self) -> None:
-        self.log(LogLevel.INFO, f"read {_rows(self.counters.rows_read)}", self.plan.source_step)
+    def progress(self) -> TaskProgress:
+        return TaskProgress(self.counters.snapshot(), self.counters.steps())
+
+    def read_done(self, step: str) -> None:
+        self.log(LogLevel.INFO, f"read {_rows(self.counters.sources[step].rows)}", step)
+
+    def checks(self) -> tuple[CheckResult, ...]:
+        results: list[CheckResult] = []
+        for operator in self.operators:
+            results.extend(operator.results())
+        return tuple(results)
 
     def succeeded(self, result: WriteResult) -> TaskSucceeded:
         self.log(
@@ -296,7 +358,11 @@ class _Attempt:
             self.log(LogLevel.INFO, f"watermark: max({column}) = {value}", step)
         output = StageOutput(self.plan.sink_step, result.location, result.rows_written)
         return TaskSucceeded(
-            metrics=self.counters.snapshot(), outputs=(output,), watermarks=watermarks
+            metrics=self.counters.snapshot(),
+            outputs=(output, *self.extra_outputs),
+            watermarks=watermarks,
+            checks=self.checks(),
+            steps=self.counters.steps(),
         )
 
     def failed(self, failure: _StepFailed) -> TaskFailed:
@@ -308,6 +374,7 @@ class _Attempt:
             step=failure.step,
             retryable=failure.error.code in RETRYABLE_CODES,
             metrics=self.counters.snapshot(),
+            checks=self.checks(),
         )
 
     def internal_error(self) -> TaskFailed:
@@ -323,7 +390,11 @@ class _Attempt:
 
 
 class StageRunner:
-    """Runs stage attempts against a data plane, at most ``slots`` at a time."""
+    """Runs stage attempts against a data plane, at most ``slots`` at a time.
+
+    ``engine`` is the DuckDB engine transforms run in; without one, the runner uses
+    the process's default engine (default settings), created when a stage first needs it.
+    """
 
     def __init__(
         self,
@@ -331,6 +402,7 @@ class StageRunner:
         executor_id: str,
         progress_interval: float = PROGRESS_INTERVAL_SECONDS,
         slots: int = DEFAULT_SLOTS,
+        engine: Engine | None = None,
     ) -> None:
         if slots < 1:
             raise ValueError(f"an executor needs at least one slot, not {slots}")
@@ -339,11 +411,18 @@ class StageRunner:
         self._progress_interval = progress_interval
         self._slots = slots
         self._running = 0
+        self._engine = engine
 
     @property
     def running(self) -> int:
         """Attempts holding a slot now."""
         return self._running
+
+    def engine(self) -> Engine:
+        """The DuckDB engine: the one given, else the process's default one."""
+        if self._engine is None:
+            self._engine = default_engine()
+        return self._engine
 
     async def execute(self, task: StageTask) -> AsyncIterator[TaskEvent]:
         """The events of one attempt.
@@ -390,13 +469,14 @@ class StageRunner:
                 batch = inline_batch(plan.source.inline)
             except DomainError as exc:
                 raise _step_failed(plan.source_step, "source", exc) from exc
-            counters.rows_read, counters.bytes_read = batch.num_rows, batch.nbytes
-            attempt.read_done()
+            read = counters.sources[plan.source_step]
+            read.rows, read.bytes = batch.num_rows, batch.nbytes
+            attempt.read_done(plan.source_step)
             if attempt.watermarks:
                 for step in (plan.source_step, plan.sink_step):
                     _bind_watermarks(attempt.watermarks, step, batch.schema)
                     attempt.watermarks.observe(step, batch)
-            counters.rows_written, counters.bytes_written = batch.num_rows, batch.nbytes
+            counters.sink.rows, counters.sink.bytes = batch.num_rows, batch.nbytes
             return attempt.succeeded(WriteResult(batch.num_rows, DISCARD_LOCATION))
         except _StepFailed as failure:
             return attempt.failed(failure)
@@ -410,7 +490,7 @@ class StageRunner:
         stage_log.info("stage.started", steps=[s.name for s in task.steps])
         running = asyncio.create_task(self._run(attempt, context))
         try:
-            reported = attempt.counters.snapshot()
+            reported = attempt.progress()
             while not running.done():
                 await asyncio.wait({running}, timeout=self._progress_interval)
                 if running.done():
@@ -418,10 +498,10 @@ class StageRunner:
                 log_event = attempt.take_log()
                 if log_event is not None:
                     yield log_event
-                current = attempt.counters.snapshot()
+                current = attempt.progress()
                 if current != reported:
                     reported = current
-                    yield TaskProgress(current)
+                    yield current
             outcome = self._outcome(running, attempt, stage_log)
             _log_outcome(attempt, outcome, started, stage_log)
             log_event = attempt.take_log()
@@ -439,39 +519,157 @@ class StageRunner:
         # This task runs in its own copy of the context: the binding stays with the stage.
         structlog.contextvars.bind_contextvars(**context)
         plan, watermarks = attempt.plan, attempt.watermarks
+        graph = plan.graph
         async with AsyncExitStack() as stack:
-            source = await self._open_source(plan, stack)
-            _bind_watermarks(watermarks, plan.source_step, source.schema)
-            schema = source.schema
-            transforms: list[BatchTransform] = []
-            if plan.transforms:
-                transforms = await asyncio.to_thread(_bind_all, plan.transforms, schema)
-                for transform in transforms:
-                    stack.callback(transform.close)
-                    _bind_watermarks(watermarks, transform.step, transform.output_schema)
-                schema = transforms[-1].output_schema
-            _bind_watermarks(watermarks, plan.sink_step, schema)
-            batches = await stack.enter_async_context(aclosing(_pump(attempt, source, transforms)))
+            pushdown = await self._projections(attempt)
+            stack.callback(pushdown.close)
+            sources = await self._open_sources(graph, stack, pushdown.columns)
+            schemas = {name: source.schema for name, source in sources.items()}
+            for name, schema in schemas.items():
+                _bind_watermarks(watermarks, name, schema)
+            engine = self.engine() if graph.segments else None
+            if pushdown.bound is not None and all(
+                pushdown.schemas[name].equals(schema) for name, schema in schemas.items()
+            ):
+                # The narrowed binding was made on exactly these schemas: no need to redo it.
+                queries, operators = pushdown.bound
+                pushdown.bound = None  # closed with the stage's other operators
+                schemas = pushdown.schemas
+            else:
+                pushdown.close()
+                queries, operators = await asyncio.to_thread(_bind_stage, engine, graph, schemas)
+            attempt.operators = list(operators.values())
+            for operator in operators.values():
+                stack.callback(operator.close)
+            for node in graph.transforms:
+                _bind_watermarks(watermarks, node.name, schemas[node.name])
+            sink_input = graph.sink.inputs[0]
+            _bind_watermarks(watermarks, plan.sink_step, schemas[sink_input])
+
+            async def stream(batches: AsyncIterator[pa.RecordBatch]) -> AsyncIterator[Any]:
+                # Closed in reverse order of creation: downstream first, sources last.
+                return await stack.enter_async_context(aclosing(batches))  # type: ignore[type-var]
+
+            streams: dict[str, AsyncIterator[pa.RecordBatch]] = {}
+            for name, source in sources.items():
+                streams[name] = await stream(_source_batches(attempt, name, source))
+            for node in graph.transforms:
+                if node.name in operators:
+                    operator = operators[node.name]
+                    writer = self._quarantine_writer(attempt, operator)
+                    if writer is not None:
+                        stack.callback(writer.cancel)
+                    streams[node.name] = await stream(
+                        _operator_batches(attempt, operator, streams[node.inputs[0]], writer)
+                    )
+                elif node.name in queries:
+                    bound = queries[node.name]
+                    assert engine is not None
+                    leaves = {leaf: streams[leaf] for leaf in bound.segment.leaves}
+                    streams[node.name] = await stream(
+                        _query_batches(attempt, engine, graph, bound, leaves)
+                    )
+            batches = await stream(_sink_batches(attempt, streams[sink_input]))
             try:
                 if is_discard(plan.sink):
                     result = WriteResult(await discard(batches), DISCARD_LOCATION)
                 else:
                     result = await self._data_plane.write(
-                        plan.sink, plan.idempotency_key(attempt.task), schema, batches
+                        plan.sink, plan.idempotency_key(attempt.task), schemas[sink_input], batches
                     )
             except DomainError as exc:
                 raise _step_failed(plan.sink_step, "sink", exc) from exc
             return result
 
-    async def _open_source(self, plan: StagePlan, stack: AsyncExitStack) -> SourceStream:
-        """The stage's source: an inline one evaluated here, others through the data plane."""
+    async def _projections(self, attempt: _Attempt) -> _Pushdown:
+        """Source step → the only columns its queries read, for sources that need fewer
+        than all (projection pushdown, ``engine.pushdown``); none when nothing narrows.
+
+        Costs one ``describe`` per connector source, and only when some query may
+        read fewer columns than its sources have. Any doubt reads every column: a
+        failing describe or bind here is left for the real read and bind to report.
+        """
+        graph = attempt.plan.graph
+        describe = getattr(self._data_plane, "describe", None)
+        candidates = [
+            name
+            for name in narrowable_sources(graph)
+            if not is_inline(graph.node(name).step.source)
+        ]
+        if describe is None or not candidates:
+            return _Pushdown()
+
+        async def schema_of(spec: step_pb2.SourceSpec) -> pa.Schema:
+            return inline_batch(spec.inline).schema if is_inline(spec) else await describe(spec)
+
+        nodes = graph.sources
         try:
-            if is_inline(plan.source):
-                batch = inline_batch(plan.source.inline)
-                return SourceStream(batch.schema, _one(batch))
-            return await stack.enter_async_context(self._data_plane.read(plan.source))
+            described = await asyncio.gather(*(schema_of(n.step.source) for n in nodes))
         except DomainError as exc:
-            raise _step_failed(plan.source_step, "source", exc) from exc
+            log.debug("stage.pushdown_skipped", error=exc.message)
+            return _Pushdown()
+        schemas = {n.name: s for n, s in zip(nodes, described, strict=True)}
+        pushdown = await asyncio.to_thread(
+            _narrow_sources, self.engine(), graph, schemas, candidates, attempt.plan.watermarks
+        )
+        for name, columns in pushdown.columns.items():
+            attempt.log(
+                LogLevel.INFO,
+                f"reading {len(columns)} of {len(schemas[name])} columns: {', '.join(columns)}",
+                name,
+            )
+        return pushdown
+
+    async def _open_sources(
+        self, graph: StageGraph, stack: AsyncExitStack, columns: Mapping[str, Sequence[str]]
+    ) -> dict[str, SourceStream]:
+        """Every source, opened concurrently: inline ones here, others through the data plane
+        (of ``columns[step]`` only, when given)."""
+
+        async def open_one(name: str, spec: step_pb2.SourceSpec, own: AsyncExitStack) -> Any:
+            try:
+                if is_inline(spec):
+                    batch = inline_batch(spec.inline)
+                    return SourceStream(batch.schema, _one(batch))
+                if name in columns:
+                    plane: Any = self._data_plane  # a ProjectingDataPlane (it has describe)
+                    return await own.enter_async_context(plane.read(spec, columns[name]))
+                return await own.enter_async_context(self._data_plane.read(spec))
+            except DomainError as exc:
+                raise _step_failed(name, "source", exc) from exc
+
+        nodes = graph.sources
+        if len(nodes) == 1:  # no task hop: the read starts as soon as the stage does
+            node = nodes[0]
+            return {node.name: await open_one(node.name, node.step.source, stack)}
+        stacks = [AsyncExitStack() for _ in nodes]
+        for own in stacks:
+            stack.push_async_exit(own)
+        opened = await asyncio.gather(
+            *(open_one(n.name, n.step.source, own) for n, own in zip(nodes, stacks, strict=True)),
+            return_exceptions=True,
+        )
+        for result in opened:
+            if isinstance(result, BaseException):
+                raise result
+        return {node.name: result for node, result in zip(nodes, opened, strict=True)}
+
+    def _quarantine_writer(
+        self, attempt: _Attempt, operator: BatchOperator
+    ) -> QuarantineWriter | None:
+        spec = operator.quarantine
+        if spec is None:
+            return None
+        key = f"{attempt.task.run_id}/{attempt.task.stage_id}/{operator.step}/quarantine"
+
+        async def write(schema: pa.Schema, batches: AsyncIterator[pa.RecordBatch]) -> WriteResult:
+            if is_discard(spec):
+                return WriteResult(await discard(batches), DISCARD_LOCATION)
+            return await self._data_plane.write(spec, key, schema, batches)
+
+        writer = QuarantineWriter(operator, write)
+        attempt.counters.quarantines[operator.step] = writer
+        return writer
 
     @staticmethod
     def _outcome(
@@ -487,6 +685,217 @@ class StageRunner:
             stage_log.exception("stage.internal_error")
             return attempt.internal_error()
         return attempt.succeeded(result)
+
+
+_default_engine: Engine | None = None
+
+
+def default_engine() -> Engine:
+    """One engine with default settings for the whole process (kept until exit)."""
+    global _default_engine
+    if _default_engine is None:
+        _default_engine = Engine()
+    return _default_engine
+
+
+def _bind_stage(
+    engine: Engine | None, graph: StageGraph, schemas: dict[str, pa.Schema]
+) -> tuple[dict[str, BoundQuery], dict[str, BatchOperator]]:
+    """Bind every query and operator in stage order, filling ``schemas`` (blocking)."""
+    kinds = transform_kinds()
+    queries: dict[str, BoundQuery] = {}
+    operators: dict[str, BatchOperator] = {}
+    try:
+        for node in graph.transforms:
+            try:
+                if node.name in graph.operators:
+                    make = kinds[node.kind].make_operator
+                    operator = make(node.name, node.spec, schemas[node.inputs[0]])
+                    operators[node.name] = operator
+                    schemas[node.name] = operator.output_schema
+                elif (segment := graph.segment_of(node.name)) is not None:
+                    assert engine is not None
+                    queries[node.name] = bind_segment(engine, graph, segment, schemas)
+            except DomainError as exc:
+                raise _StepFailed(str(exc.metadata.get("step") or node.name), exc) from exc
+            except _StepFailed:
+                raise
+            except Exception as exc:
+                step = str(getattr(exc, "step", "") or "")
+                if not step:
+                    raise
+                raise _StepFailed(step, transform_error(step, str(exc))) from exc
+    except BaseException:
+        for operator in operators.values():
+            operator.close()
+        raise
+    return queries, operators
+
+
+@dataclass
+class _Pushdown:
+    """Columns to read per source, and the stage bound on the narrowed source schemas."""
+
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Every step's schema in that binding (sources: the narrowed schemas).
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)
+    bound: tuple[dict[str, BoundQuery], dict[str, BatchOperator]] | None = None
+
+    def close(self) -> None:
+        """Release the binding's operators (when it is not used)."""
+        if self.bound is not None:
+            for operator in self.bound[1].values():
+                operator.close()
+            self.bound = None
+
+
+def _narrow_sources(
+    engine: Engine,
+    graph: StageGraph,
+    schemas: Mapping[str, pa.Schema],
+    candidates: Sequence[str],
+    watermarks: Mapping[str, str],
+) -> _Pushdown:
+    """The columns to read of each candidate source (blocking; see ``_projections``).
+
+    Binds the stage on the full schemas, asks DuckDB's plan which columns each query
+    reads, then binds again on the narrowed schemas and keeps the narrowing only if
+    every query and operator output is unchanged. That binding is kept: the stage
+    reuses it when the reads come back with the schemas it expected.
+    """
+    full = dict(schemas)
+    try:
+        queries, operators = _bind_stage(engine, graph, full)
+        for operator in operators.values():
+            operator.close()
+        narrowed: dict[str, tuple[str, ...]] = {}
+        for bound in queries.values():
+            for leaf, columns in used_columns(engine, bound).items():
+                if leaf not in candidates:
+                    continue
+                kept = with_required(columns, schemas[leaf], [watermarks.get(leaf, "")])
+                if kept is not None:
+                    narrowed[leaf] = kept
+        if not narrowed:
+            return _Pushdown()
+        check = {name: project(schema, narrowed.get(name)) for name, schema in schemas.items()}
+        result = _Pushdown(narrowed, check, _bind_stage(engine, graph, check))
+    except Exception as exc:  # a doubt costs speed, never the stage: read every column
+        log.debug("stage.pushdown_skipped", error=str(exc))
+        return _Pushdown()
+    if not same_outputs(graph, full, check):
+        result.close()
+        log.debug("stage.pushdown_skipped", error="outputs differ on the narrowed inputs")
+        return _Pushdown()
+    return result
+
+
+async def _source_batches(
+    attempt: _Attempt, step: str, source: SourceStream
+) -> AsyncIterator[pa.RecordBatch]:
+    """A source's batches, counted and watermarked; its errors name the step."""
+    moved, watermarks = attempt.counters.sources[step], attempt.watermarks
+    batches = aiter(source.batches)
+    while True:
+        try:
+            batch = await anext(batches)
+        except StopAsyncIteration:
+            attempt.read_done(step)
+            return
+        except DomainError as exc:
+            raise _step_failed(step, "source", exc) from exc
+        moved.rows += batch.num_rows
+        moved.bytes += batch.nbytes
+        if watermarks:
+            watermarks.observe(step, batch)
+        yield batch
+
+
+async def _query_batches(
+    attempt: _Attempt,
+    engine: Engine,
+    graph: StageGraph,
+    bound: BoundQuery,
+    leaves: Mapping[str, AsyncIterator[pa.RecordBatch]],
+) -> AsyncIterator[pa.RecordBatch]:
+    """A segment's output: its query run over its input streams, fed concurrently."""
+    run = QueryRun(engine, bound)
+    feeds = [asyncio.create_task(run.feeds[leaf].feed(batches)) for leaf, batches in leaves.items()]
+    step, watermarks = bound.segment.output, attempt.watermarks
+    try:
+        output = run.start()
+        while True:
+            try:
+                batch = await anext(output)
+            except StopAsyncIteration:
+                return
+            except Exception as exc:
+                # A failed input makes the query fail too: the input's error says why.
+                source = run.source_error()
+                if source is not None:
+                    raise source from None
+                if isinstance(exc, DomainError):
+                    raise _StepFailed(step, exc) from exc
+                failed_step, error = runtime_error(graph, bound, exc)
+                raise _StepFailed(failed_step, error) from None
+            if bound.needs_cast:
+                batch = batch.cast(bound.schema)
+            if watermarks:
+                watermarks.observe(step, batch)
+            yield batch
+    finally:
+        await run.stop()
+        for feed in feeds:
+            feed.cancel()
+        await asyncio.gather(*feeds, return_exceptions=True)
+
+
+async def _operator_batches(
+    attempt: _Attempt,
+    operator: BatchOperator,
+    batches: AsyncIterator[pa.RecordBatch],
+    quarantine: QuarantineWriter | None,
+) -> AsyncIterator[pa.RecordBatch]:
+    """An operator's output; its quarantine write commits once its input is exhausted."""
+    step, watermarks = operator.step, attempt.watermarks
+    try:
+        async with aclosing(run_operator(operator, batches, quarantine)) as output:
+            async for batch in output:
+                if watermarks:
+                    watermarks.observe(step, batch)
+                yield batch
+        if quarantine is not None:
+            result = await quarantine.finish()
+            assert isinstance(result, WriteResult)
+            attempt.extra_outputs.append(StageOutput(step, result.location, result.rows_written))
+            attempt.log(
+                LogLevel.INFO,
+                f"quarantined {_rows(result.rows_written)} to {result.location}",
+                step,
+            )
+    except DomainError as exc:
+        raise _StepFailed(step, exc) from exc
+    except (_StepFailed, asyncio.CancelledError, GeneratorExit):
+        raise
+    except Exception as exc:
+        if getattr(exc, "step", None) is None:
+            raise
+        raise _StepFailed(step, transform_error(step, str(exc))) from exc
+
+
+async def _sink_batches(
+    attempt: _Attempt, batches: AsyncIterator[pa.RecordBatch]
+) -> AsyncIterator[pa.RecordBatch]:
+    """The sink's input, counted and watermarked; empty batches skipped."""
+    moved, step, watermarks = attempt.counters.sink, attempt.plan.sink_step, attempt.watermarks
+    async for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        moved.rows += batch.num_rows
+        moved.bytes += batch.nbytes
+        if watermarks:
+            watermarks.observe(step, batch)
+        yield batch
 
 
 def _describe(step: step_pb2.Step) -> str:
@@ -543,70 +952,6 @@ def _step_failed(step: str, role: str, error: DomainError) -> _StepFailed:
 
 async def _one(batch: pa.RecordBatch) -> AsyncIterator[pa.RecordBatch]:
     yield batch
-
-
-def _bind_all(
-    specs: Sequence[tuple[str, step_pb2.TransformSpec]], schema: pa.Schema
-) -> list[BatchTransform]:
-    """Bind each transform to its input schema, in order (blocking)."""
-    bound: list[BatchTransform] = []
-    try:
-        for step, spec in specs:
-            try:
-                transform = bind_transform(step, spec, schema)
-            except DomainError as exc:
-                raise _StepFailed(step, exc) from exc
-            bound.append(transform)
-            schema = transform.output_schema
-    except BaseException:
-        for transform in bound:
-            transform.close()
-        raise
-    return bound
-
-
-def _apply_all(
-    transforms: Sequence[BatchTransform], batch: pa.RecordBatch, watermarks: WatermarkTracker
-) -> pa.RecordBatch:
-    """Run one batch through every transform (blocking)."""
-    for transform in transforms:
-        try:
-            batch = transform.apply(batch)
-        except DomainError as exc:
-            raise _StepFailed(transform.step, exc) from exc
-        if batch.num_rows == 0:
-            break
-        watermarks.observe(transform.step, batch)
-    return batch
-
-
-async def _pump(
-    attempt: _Attempt, source: SourceStream, transforms: Sequence[BatchTransform]
-) -> AsyncIterator[pa.RecordBatch]:
-    """The sink's input: source batches through the transforms, counted on the way."""
-    plan, counters, watermarks = attempt.plan, attempt.counters, attempt.watermarks
-    batches = aiter(source.batches)
-    while True:
-        try:
-            batch = await anext(batches)
-        except StopAsyncIteration:
-            attempt.read_done()
-            return
-        except DomainError as exc:
-            raise _step_failed(plan.source_step, "source", exc) from exc
-        counters.rows_read += batch.num_rows
-        counters.bytes_read += batch.nbytes
-        if watermarks:
-            watermarks.observe(plan.source_step, batch)
-        if transforms:
-            batch = await asyncio.to_thread(_apply_all, transforms, batch, watermarks)
-        if batch.num_rows == 0:
-            continue
-        counters.rows_written += batch.num_rows
-        counters.bytes_written += batch.nbytes
-        if watermarks:
-            watermarks.observe(plan.sink_step, batch)
-        yield batch
 
 
 def _log_fields(outcome: TaskSucceeded | TaskFailed) -> dict[str, object]:

@@ -1,4 +1,6 @@
-"""Transforms of a stage: record batch in, record batch out, schema known up front.
+"""The stage runner's filter, until the DuckDB engine (executor/engine) replaces it.
+
+Transforms of a stage: record batch in, record batch out, schema known up front.
 
 A transform is bound to its input schema once, before any data moves, so the
 stage can announce its output schema to the sink and an expression that cannot
@@ -17,8 +19,7 @@ import pyarrow as pa
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode
 from datadog_platform.core.expressions import predicate_problem, sandboxed_connection
-
-TRANSFORM_ERROR = "TRANSFORM_ERROR"
+from datadog_platform.executor.transforms.errors import TRANSFORM_ERROR
 
 # The name the batch has inside DuckDB; predicates refer to its columns only.
 _INPUT_TABLE = "input"

@@ -1,0 +1,325 @@
+"""DuckDB queries of a stage: one per segment, bound before any data moves, streamed out.
+
+The :class:`Engine` is the executor's one DuckDB database: sandboxed like
+``core.expressions.sandboxed_connection`` (no files, network or extensions), with
+``memory_limit``, a spill directory and a thread count, shared by every stage so
+the memory limit holds for the whole executor. Each query runs on its own cursor.
+
+A segment's query is one ``WITH`` of CTEs, one per step, over its input streams
+registered as ``_in_<step>``; each step's CTE is named after the step. It is bound
+against empty inputs first: this gives every step's output schema up front and
+turns DuckDB binder errors into failures naming the step, its expression and the
+column. Columns passed through unchanged keep their Arrow type (DuckDB would turn
+``large_string`` into ``string`` or a time zone into UTC): the output is cast back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from datadog_platform.core.errors import DomainError, ErrorCode
+from datadog_platform.executor.engine.bridge import BatchDrain, BatchFeed
+from datadog_platform.executor.engine.graph import Segment, StageGraph
+from datadog_platform.executor.engine.kinds import sql_context, transform_kinds
+
+TRANSFORM_ERROR = "TRANSFORM_ERROR"
+DEFAULT_MEMORY_LIMIT = "1GB"
+#: Rows per batch DuckDB hands out.
+OUTPUT_BATCH_ROWS = 64 * 1024
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """DuckDB settings of an executor."""
+
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    #: Where blocking operators spill; None: a temporary directory removed on close.
+    spill_dir: str | None = None
+    #: DuckDB worker threads; None: one per CPU.
+    threads: int | None = None
+
+
+class Engine:
+    """The executor's DuckDB database; ``cursor()`` per query. Thread-safe."""
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self._own_spill = self.config.spill_dir is None
+        self.spill_dir = self.config.spill_dir or tempfile.mkdtemp(prefix="datadog-spill-")
+        os.makedirs(self.spill_dir, exist_ok=True)
+        threads = self.config.threads or os.cpu_count() or 1
+        try:
+            con = duckdb.connect(
+                ":memory:",
+                config={
+                    "memory_limit": self.config.memory_limit,
+                    "temp_directory": self.spill_dir,
+                    "threads": str(threads),
+                },
+            )
+        except duckdb.Error as exc:
+            raise ValueError(f"invalid engine settings: {_first_line(str(exc))}") from None
+        for setting in (
+            "SET TimeZone = 'UTC'",
+            "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET lock_configuration = true",
+        ):
+            con.execute(setting)
+        self._con = con
+        self._lock = threading.Lock()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to the database (its registrations are its own)."""
+        with self._lock:
+            return self._con.cursor()
+
+    def close(self) -> None:
+        """Close the database and remove a spill directory of our own."""
+        self._con.close()
+        if self._own_spill:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+# --- binding ---------------------------------------------------------------------------
+
+
+@dataclass
+class BoundQuery:
+    """A segment's query, bound: its SQL and the Arrow schemas it reads and produces."""
+
+    segment: Segment
+    sql: str
+    #: Leaf step → its stream's schema (what is registered as ``_in_<step>``).
+    inputs: Mapping[str, pa.Schema]
+    #: The output's schema as DuckDB produces it, and as the stage announces it.
+    duckdb_schema: pa.Schema
+    schema: pa.Schema
+    #: Leaf steps read at several places of the query.
+    materialized: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def needs_cast(self) -> bool:
+        """Whether output batches must be cast back to ``schema``."""
+        return not self.duckdb_schema.equals(self.schema)
+
+
+def quote(name: str) -> str:
+    """A SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation(step: str) -> str:
+    """The quoted CTE name of a step's output inside a query: the step's own name, which is
+    how a ``sql`` transform refers to its inputs."""
+    return quote(step)
+
+
+def stream_view(step: str) -> str:
+    """The name a leaf stream is registered under."""
+    return f"_in_{step}"
+
+
+def bind_segment(
+    engine: Engine, graph: StageGraph, segment: Segment, schemas: dict[str, pa.Schema]
+) -> BoundQuery:
+    """Compile and bind ``segment`` (blocking); adds each step's schema to ``schemas``.
+
+    ``schemas`` must hold the leaves' schemas. Raises ``DomainError`` TRANSFORM_ERROR
+    naming the step for compile and binder errors.
+    """
+    kinds = transform_kinds()
+    cursor = engine.cursor()
+    try:
+        duck: dict[str, pa.Schema] = {}
+        uses: dict[str, int] = {}
+        for name in segment.steps:
+            for item in graph.node(name).inputs:
+                uses[item] = uses.get(item, 0) + 1
+        ctes: list[str] = []
+        for leaf in segment.leaves:
+            cursor.register(stream_view(leaf), schemas[leaf].empty_table())
+            duck[leaf] = _run_empty(cursor, f"SELECT * FROM {quote(stream_view(leaf))}")
+            materialized = " MATERIALIZED" if uses.get(leaf, 0) > 1 else ""
+            ctes.append(
+                f"{relation(leaf)} AS{materialized} (SELECT * FROM {quote(stream_view(leaf))})"
+            )
+        for name in segment.steps:
+            node = graph.node(name)
+            kind = kinds[node.kind]
+            context = sql_context(
+                name,
+                node.spec,
+                tuple(relation(i) for i in node.inputs),
+                tuple(schemas[i] for i in node.inputs),
+            )
+            try:
+                compiled = kind.compile_sql(context)
+            except DomainError:
+                raise
+            except Exception as exc:  # a compiler bug must still name the step
+                raise transform_error(name, f"step {name!r}: {node.kind} failed: {exc}") from exc
+            materialized = " MATERIALIZED" if uses.get(name, 0) > 1 else ""
+            cte = f"{relation(name)} AS{materialized} ({compiled})"
+            probe = _with([*ctes, cte], f"SELECT * FROM {relation(name)}")
+            try:
+                duck[name] = _run_empty(cursor, probe)
+            except duckdb.Error as exc:
+                raise _blame(cursor, name, node.kind, node.spec, node.inputs, ctes, exc) from None
+            schemas[name] = restore_types(duck[name], [(duck[i], schemas[i]) for i in node.inputs])
+            ctes.append(cte)
+        output = segment.output
+        sql = _with(ctes, f"SELECT * FROM {relation(output)}")
+        return BoundQuery(
+            segment,
+            sql,
+            {leaf: schemas[leaf] for leaf in segment.leaves},
+            duck[output],
+            schemas[output],
+            frozenset(leaf for leaf in segment.leaves if uses.get(leaf, 0) > 1),
+        )
+    finally:
+        cursor.close()
+
+
+def restore_types(output: pa.Schema, inputs: Sequence[tuple[pa.Schema, pa.Schema]]) -> pa.Schema:
+    """``output`` with pass-through columns given back their Arrow types.
+
+    ``inputs`` pairs each input's schema as DuckDB sees it with its real one. A
+    column keeps the real type of the inputs' column of the same name when DuckDB
+    gives it the type it gave that input column (and the inputs agree).
+    """
+    fields = []
+    for out in output:
+        originals = {
+            real.field(real.get_field_index(out.name)).type
+            for seen, real in inputs
+            if seen.get_field_index(out.name) >= 0
+            and seen.field(seen.get_field_index(out.name)).type == out.type
+            and real.get_field_index(out.name) >= 0
+        }
+        kind = originals.pop() if len(originals) == 1 else out.type
+        fields.append(pa.field(out.name, kind))
+    return pa.schema(fields)
+
+
+def _with(ctes: Sequence[str], select: str) -> str:
+    return f"WITH {', '.join(ctes)} {select}" if ctes else select
+
+
+def _run_empty(cursor: duckdb.DuckDBPyConnection, sql: str) -> pa.Schema:
+    return cursor.sql(sql).to_arrow_table().schema
+
+
+def _blame(
+    cursor: duckdb.DuckDBPyConnection,
+    step: str,
+    kind: str,
+    spec: Any,
+    inputs: Sequence[str],
+    ctes: Sequence[str],
+    error: duckdb.Error,
+) -> DomainError:
+    """A binder error as a TRANSFORM_ERROR naming the expression that failed, if one can."""
+    detail = _first_line(str(error))
+    source = relation(inputs[0]) if inputs else ""
+    for label, expr in _expressions(kind, spec):
+        try:
+            _run_empty(cursor, _with(ctes, f"SELECT ({expr}) FROM {source}"))
+        except duckdb.Error as exc:
+            return transform_error(
+                step, f"step {step!r}: {label} {expr!r} failed: {_first_line(str(exc))}"
+            )
+    return transform_error(step, f"step {step!r}: {kind} failed: {detail}")
+
+
+def _expressions(kind: str, spec: Any) -> list[tuple[str, str]]:
+    """The SQL expressions of a transform, labelled for messages."""
+    if kind == "filter":
+        return [("filter predicate", spec.predicate)]
+    if kind == "derive":
+        return [(f"derive column {c.name!r} expression", c.expr) for c in spec.columns]
+    if kind == "aggregate":
+        return [(f"aggregate {a.name!r} expression", a.expr) for a in spec.aggregates]
+    return []
+
+
+def transform_error(step: str, message: str) -> DomainError:
+    """A failure of a transform step on its input (not retryable)."""
+    return DomainError(ErrorCode.INVALID_ARGUMENT, TRANSFORM_ERROR, message, {"step": step})
+
+
+def runtime_error(
+    graph: StageGraph, bound: BoundQuery, error: BaseException
+) -> tuple[str, DomainError]:
+    """A query failing on the data: the step to blame and the error naming it."""
+    steps = bound.segment.steps
+    step = steps[-1]
+    detail = _first_line(str(error))
+    if len(steps) == 1:
+        node = graph.node(step)
+        labels = _expressions(node.kind, node.spec)
+        what = f"{labels[0][0]} {labels[0][1]!r}" if len(labels) == 1 else node.kind
+        return step, transform_error(step, f"step {step!r}: {what} failed: {detail}")
+    fused = ", ".join(repr(s) for s in steps)
+    return step, transform_error(step, f"steps {fused} (one query) failed: {detail}")
+
+
+# --- running ---------------------------------------------------------------------------
+
+
+class QueryRun:
+    """A bound query running over its input streams; iterate its output batches.
+
+    ``start`` registers a :class:`BatchFeed` per leaf and opens the result in a
+    thread; ``stop`` interrupts the query, closes the feeds and waits for the thread.
+    """
+
+    def __init__(self, engine: Engine, bound: BoundQuery) -> None:
+        self.bound = bound
+        self.feeds = {leaf: BatchFeed(schema) for leaf, schema in bound.inputs.items()}
+        self._cursor = engine.cursor()
+        for leaf, feed in self.feeds.items():
+            self._cursor.register(stream_view(leaf), feed.reader())
+        self._drain: BatchDrain | None = None
+
+    def start(self) -> AsyncIterator[pa.RecordBatch]:
+        """Start the query (in a thread); its raw output batches."""
+        sql = self.bound.sql
+        self._drain = BatchDrain(
+            lambda: self._cursor.sql(sql).to_arrow_reader(OUTPUT_BATCH_ROWS),
+            name=f"query-{self.bound.segment.output}",
+        )
+        return self._drain
+
+    def source_error(self) -> BaseException | None:
+        """The first input failure, which explains a query error better than DuckDB can."""
+        return next((f.error for f in self.feeds.values() if f.error is not None), None)
+
+    async def stop(self, grace: float = 1.0) -> None:
+        """Interrupt the query and free its cursor (once its thread has let go of it)."""
+        stopped = True
+        if self._drain is not None and not self._drain.finished:
+            self._cursor.interrupt()
+            for feed in self.feeds.values():
+                feed.close()
+            stopped = await self._drain.close(grace)
+        for feed in self.feeds.values():
+            feed.close()
+        if stopped:
+            self._cursor.close()
+
+
+def _first_line(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return lines[0] if lines else message
