@@ -22,7 +22,7 @@ from google.protobuf import json_format
 from google.protobuf.json_format import ParseDict
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from datadog_platform.api.common.v1 import task_pb2
+from datadog_platform.api.common.v1 import step_pb2, task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
 from datadog_platform.api.scheduler.v1.scheduler_service_pb2_grpc import SchedulerServiceStub
@@ -1301,3 +1301,190 @@ async def test_cancelling_a_backfill_cancels_its_runs(stalled_stub: SchedulerSer
         grpc.StatusCode.FAILED_PRECONDITION,
         "BACKFILL_ALREADY_FINISHED",
     )
+
+
+# --- issue 5/6: proxies to the connector and executor; check results ------------------------
+
+
+async def test_test_connection_is_forwarded_to_the_connector(stub: SchedulerServiceStub) -> None:
+    tested = await stub.TestConnection(pb.TestConnectionRequest(name="local"), timeout=TIMEOUT)
+    assert tested.ok, tested
+    assert tested.latency_ms >= 0
+
+    error = await failure(stub.TestConnection(pb.TestConnectionRequest(name="nope")))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "CONNECTION_NOT_FOUND")
+    error = await failure(stub.TestConnection(pb.TestConnectionRequest()))
+    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST")
+    assert [v.field for v in error.violations] == ["name"]
+
+
+async def test_describe_source_returns_the_schema_from_the_connector(
+    stub: SchedulerServiceStub, orders: Path
+) -> None:
+    source = json_format.ParseDict(
+        {"file": {"path": "examples/data/orders.csv"}}, step_pb2.SourceSpec()
+    )
+    described = await stub.DescribeSource(pb.DescribeSourceRequest(source=source), timeout=TIMEOUT)
+    expected = pa_csv.read_csv(orders).schema
+    assert [(c.name, c.type) for c in described.columns] == [
+        (f.name, str(f.type)) for f in expected
+    ]
+    assert all(c.nullable for c in described.columns)
+    assert pa.ipc.read_schema(pa.py_buffer(described.schema.ipc_message)).names == expected.names
+
+    error = await failure(stub.DescribeSource(pb.DescribeSourceRequest()))
+    assert (error.code, [v.field for v in error.violations]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["source"],
+    )
+    bad = json_format.ParseDict({"file": {"path": "/etc/passwd.csv"}}, step_pb2.SourceSpec())
+    error = await failure(stub.DescribeSource(pb.DescribeSourceRequest(source=bad)))
+    assert (error.reason, [v.field for v in error.violations]) == (
+        "INVALID_REQUEST",
+        ["source.file.path"],
+    )
+    missing = json_format.ParseDict({"file": {"path": "no/such.csv"}}, step_pb2.SourceSpec())
+    error = await failure(stub.DescribeSource(pb.DescribeSourceRequest(source=missing)))
+    # The connector's own status and reason come through unchanged.
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "SOURCE_NOT_FOUND")
+
+
+async def test_list_transform_types_comes_from_the_executor(stub: SchedulerServiceStub) -> None:
+    response = await stub.ListTransformTypes(pb.ListTransformTypesRequest(), timeout=TIMEOUT)
+    by_name = {t.name: t for t in response.transform_types}
+    kinds = [f.name for f in step_pb2.TransformSpec.DESCRIPTOR.oneofs_by_name["kind"].fields]
+    assert sorted(by_name) == sorted(kinds)
+    assert (by_name["join"].min_inputs, by_name["join"].max_inputs) == (2, 2)
+    assert (by_name["union"].min_inputs, by_name["union"].max_inputs) == (2, 0)
+    assert (by_name["filter"].min_inputs, by_name["filter"].max_inputs) == (1, 1)
+    assert by_name["filter"].streaming
+    assert not by_name["sort"].streaming
+    assert "predicate" in {p.name for p in by_name["filter"].parameters}
+    assert all(t.description for t in response.transform_types)
+
+
+async def test_the_proxies_answer_unavailable_without_their_services(tmp_path: Path) -> None:
+    server = await build_server(
+        SchedulerConfig(
+            store=str(tmp_path / "alone.db"),
+            executor_address=free_port_address(),
+            connector_address=free_port_address(),
+        )
+    )
+    await server.start()
+    try:
+        async with insecure_channel(server.address) as channel:
+            stub = SchedulerServiceStub(channel)
+            source = step_pb2.SourceSpec(file=step_pb2.FileSource(path="a.csv"))
+            for call, reason in (
+                (stub.TestConnection(pb.TestConnectionRequest(name="local")), "CONNECTOR"),
+                (stub.DescribeSource(pb.DescribeSourceRequest(source=source)), "CONNECTOR"),
+                (stub.ListTransformTypes(pb.ListTransformTypesRequest()), "EXECUTOR"),
+            ):
+                error = await failure(call)
+                assert (error.code, error.reason) == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"{reason}_UNAVAILABLE",
+                )
+    finally:
+        await server.stop(grace=1)
+
+
+CHECKED = {
+    "name": "checked",
+    "steps": [
+        {
+            "name": "rows",
+            "source": {
+                "inline": {
+                    "rows": [
+                        {"id": 1, "email": "a@example.com"},
+                        {"id": None, "email": "nope"},
+                        {"id": 3, "email": "c@example.com"},
+                    ]
+                }
+            },
+        },
+        {
+            "name": "quality",
+            "inputs": ["rows"],
+            "transform": {
+                "check": {
+                    "onFailure": "CHECK_ACTION_WARN",
+                    "checks": [
+                        {"name": "ids", "notNull": {"columns": ["id"]}},
+                        {"name": "emails", "regex": {"column": "email", "pattern": "@"}},
+                        {"name": "enough", "rowCount": {"min": 1}},
+                    ],
+                }
+            },
+        },
+        {"name": "out", "inputs": ["quality"], "sink": {"discard": {}}},
+    ],
+}
+
+
+async def test_check_results_are_shown_by_get_run_and_survive_a_restart(
+    tmp_path: Path, executor_address: str, connector_address: str
+) -> None:
+    config = SchedulerConfig(
+        store=str(tmp_path / "checks.db"),
+        executor_address=executor_address,
+        connector_address=connector_address,
+    )
+    server = await build_server(config)
+    await server.start()
+    try:
+        async with insecure_channel(server.address) as channel:
+            stub = SchedulerServiceStub(channel)
+            await create(stub, CHECKED)
+            run = await start(stub, "checked")
+            final = (await watch_to_end(stub, run.run_id))[-1]
+    finally:
+        await server.stop(grace=1)
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    (stage,) = final.stages
+    results = {c.check: c for c in stage.checks}
+    assert set(results) == {"ids", "emails", "enough"}
+    assert all(c.step == "quality" and c.action == "WARN" for c in stage.checks)
+    assert (results["ids"].passed, results["ids"].failing_rows) == (False, 1)
+    assert (results["emails"].passed, results["emails"].failing_rows) == (False, 1)
+    assert results["enough"].passed
+
+    restarted = await build_server(config)
+    await restarted.start()
+    try:
+        async with insecure_channel(restarted.address) as channel:
+            stub = SchedulerServiceStub(channel)
+            again = (await stub.GetRun(pb.GetRunRequest(run_id=run.run_id), timeout=TIMEOUT)).run
+    finally:
+        await restarted.stop(grace=1)
+    assert list(again.stages[0].checks) == list(stage.checks)
+
+
+async def test_a_join_of_two_sources_runs_through_the_artifact_store(
+    stub: SchedulerServiceStub,
+) -> None:
+    spec = {
+        "name": "joined",
+        "steps": [
+            {"name": "a", "source": {"inline": {"rows": [{"id": 1, "x": "a"}, {"id": 2}]}}},
+            {"name": "b", "source": {"inline": {"rows": [{"id": 1, "y": "b"}]}}},
+            {
+                "name": "j",
+                "inputs": ["a", "b"],
+                "transform": {"join": {"on": [{"left": "id", "right": "id"}]}},
+            },
+            {"name": "out", "inputs": ["j"], "sink": {"discard": {}}},
+        ],
+    }
+    created = await create(stub, spec)
+    assert [(s.stage_id, list(s.steps), list(s.upstream)) for s in created.plan] == [
+        ("a", ["a"], []),
+        ("b", ["b"], []),
+        ("out", ["a", "b", "j", "out"], ["a", "b"]),
+    ]
+    final = (await watch_to_end(stub, (await start(stub, "joined")).run_id))[-1]
+    assert final.state == run_pb2.RUN_STATE_SUCCEEDED, final
+    out = next(s for s in final.stages if s.stage_id == "out")
+    assert out.metrics.rows_written == 1

@@ -27,6 +27,7 @@ from datadog_platform.core.errors import DomainError, ErrorCode
 from datadog_platform.scheduler.domain import (
     Backfill,
     BackfillState,
+    CheckResult,
     LogLevel,
     LogLine,
     Run,
@@ -48,6 +49,7 @@ from datadog_platform.scheduler.store import (
     open_store,
     parse_store_url,
 )
+from datadog_platform.scheduler.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from datadog_platform.scheduler.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
 PG_ADMIN_URL = os.environ.get("DATADOG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -427,6 +429,47 @@ async def test_runs_round_trip_with_every_field(store: Store) -> None:
     run.state, run.error_message, run.end_time = RunState.FAILED, "it failed", T0
     assert await store.apply([RunChange(run, [run.stages[1]])]) == set()
     assert await store.get_run("r1") == run
+
+
+CHECKS = (
+    CheckResult("checked", "ids", True, action="FAIL"),
+    CheckResult("checked", "email", False, 12, "12 rows do not match '^.+@.+$'", "QUARANTINE"),
+    CheckResult("checked", "unicode ✓", False, 0, "row count 0 < 1 — «vide»", "WARN"),
+)
+
+
+async def test_stage_checks_round_trip_on_success_and_failure(store: Store) -> None:
+    await store.create_pipeline(pipeline("p"), T0)
+    run = new_run("r1")
+    await store.create_run(run, owner="A", lease_until=LEASE)
+    assert (await store.get_run("r1")).stages[0].checks == ()
+    run.stages[0].state = StageState.SUCCEEDED
+    run.stages[0].checks = CHECKS
+    run.stages[1].state = StageState.FAILED
+    run.stages[1].checks = (CheckResult("b", "positive", False, 3, "3 rows", "FAIL"),)
+    assert await store.apply([RunChange(run, list(run.stages))]) == set()
+    stored = await store.get_run("r1")
+    assert stored.stages[0].checks == CHECKS
+    assert stored.stages[1].checks == run.stages[1].checks
+    assert stored == run
+    [listed] = await store.list_runs(10)
+    assert listed.stages[0].checks == CHECKS
+    run.stages[0].checks = ()  # a later attempt without checks clears them
+    assert await store.apply([RunChange(run, [run.stages[0]])]) == set()
+    assert (await store.get_run("r1")).stages[0].checks == ()
+
+
+async def test_idempotency_records_keep_checks_and_read_records_without_them(
+    store: Store,
+) -> None:
+    await store.create_pipeline(pipeline("p"), T0)
+    run = new_run("r1")
+    run.stages[0].checks = CHECKS
+    key = IdempotencyKey("RunPipeline", "req-c", "p")
+    await store.create_run(run, key, owner="A", lease_until=LEASE)
+    again, inserted = await store.create_run(new_run("r2"), key, owner="A", lease_until=LEASE)
+    assert not inserted
+    assert again.stages[0].checks == CHECKS
 
 
 async def test_create_run_inserts_once_per_run_id_and_per_idempotency_key(store: Store) -> None:
@@ -925,6 +968,30 @@ async def test_sqlite_version_1_database_is_migrated_with_its_data(tmp_path: Pat
         await store.close()
 
 
+async def test_sqlite_version_2_database_gains_empty_stage_checks(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    with sqlite3.connect(path) as db:
+        for migration in SQLITE_MIGRATIONS[:2]:
+            db.executescript(migration.sql)
+        db.execute("PRAGMA user_version = 2")
+        db.execute("INSERT INTO pipelines (name, latest_version, create_time) VALUES ('p', 1, 1)")
+        db.execute("INSERT INTO pipeline_versions VALUES ('p', 1, ?, 1)", (b"",))
+        db.execute(
+            "INSERT INTO runs (run_id, pipeline, pipeline_version, state, create_time)"
+            " VALUES ('r1', 'p', 1, 'RUNNING', 2000)"
+        )
+        db.execute(
+            "INSERT INTO stages (run_id, position, stage_id, steps, state)"
+            " VALUES ('r1', 0, 'src', '[\"src\"]', 'SUCCEEDED')"
+        )
+    store = await open_store(path)
+    try:
+        assert await store.schema_version() == len(SQLITE_MIGRATIONS) >= 3
+        assert (await store.get_run("r1")).stages[0].checks == ()
+    finally:
+        await store.close()
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     await (await open_store(path)).close()
@@ -1023,6 +1090,38 @@ async def test_postgres_concurrent_opens_migrate_once(pg_url: str) -> None:
     finally:
         await conn.close()
     assert [r[0] for r in rows] == list(range(1, stores[0].latest_schema_version + 1))
+
+
+async def test_postgres_version_1_database_gains_empty_stage_checks(pg_url: str) -> None:
+    conn = await asyncpg.connect(pg_url)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+            " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        await conn.execute(PG_MIGRATIONS[0].sql)
+        await conn.execute("INSERT INTO schema_migrations (version) VALUES (1)")
+        await conn.execute(
+            "INSERT INTO pipelines (name, latest_version, create_time) VALUES ('p', 1, 1)"
+        )
+        await conn.execute("INSERT INTO pipeline_versions VALUES ('p', 1, $1, 1)", b"")
+        await conn.execute(
+            "INSERT INTO runs (run_id, pipeline, pipeline_version, state, create_time)"
+            " VALUES ('r1', 'p', 1, 'RUNNING', 2000)"
+        )
+        await conn.execute(
+            "INSERT INTO stages (run_id, position, stage_id, steps, state)"
+            " VALUES ('r1', 0, 'src', '[\"src\"]', 'SUCCEEDED')"
+        )
+    finally:
+        await conn.close()
+    store = await open_store(pg_url)
+    try:
+        assert await store.upgrade() == []
+        assert await store.schema_version() == len(PG_MIGRATIONS) >= 2
+        assert (await store.get_run("r1")).stages[0].checks == ()
+    finally:
+        await store.close()
 
 
 # --- datadog db upgrade --------------------------------------------------------------

@@ -191,14 +191,20 @@ def test_a_wide_fan_out_with_a_join_by_after() -> None:
     assert len(stages[-1].upstream) == 200
 
 
-def test_fan_in_is_planned_through_artifacts_though_validation_refuses_it_for_now() -> None:
-    pipeline = unchecked(
-        source("a"),
-        source("b"),
-        transform("joined", "a", "b"),
-        sink("out", "joined"),
-    )
-    assert pipeline_violations(pipeline) != []
+def join(name: str, left: str, right: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "inputs": [left, right],
+        "transform": {"join": {"on": [{"left": "id", "right": "id"}]}},
+    }
+
+
+def union(name: str, *upstream: str) -> dict[str, Any]:
+    return {"name": name, "inputs": list(upstream), "transform": {"union": {}}}
+
+
+def test_a_join_of_two_sources_reads_both_back_from_artifacts() -> None:
+    pipeline = spec(source("a"), source("b"), join("joined", "a", "b"), sink("out", "joined"))
     assert plan_pipeline(pipeline) == (
         PlannedStage("a", ("a",), artifact_output="a"),
         PlannedStage("b", ("b",), artifact_output="b"),
@@ -209,6 +215,82 @@ def test_fan_in_is_planned_through_artifacts_though_validation_refuses_it_for_no
             artifact_inputs=("a", "b"),
         ),
     )
+
+
+def test_the_inputs_of_a_join_keep_their_chains_and_its_output_streams_on() -> None:
+    pipeline = spec(
+        source("orders"),
+        transform("big", "orders"),
+        source("customers"),
+        transform("active", "customers"),
+        join("joined", "big", "active"),
+        transform("late", "joined"),
+        sink("out", "late"),
+    )
+    assert plan_pipeline(pipeline) == (
+        PlannedStage("big", ("orders", "big"), artifact_output="big"),
+        PlannedStage("active", ("customers", "active"), artifact_output="active"),
+        PlannedStage(
+            "out",
+            ("big", "active", "joined", "late", "out"),
+            upstream=("big", "active"),
+            artifact_inputs=("big", "active"),
+        ),
+    )
+
+
+def test_a_union_of_three_and_a_fanned_out_input() -> None:
+    pipeline = spec(
+        source("a"),
+        source("b"),
+        source("c"),
+        union("all", "a", "b", "c"),
+        sink("out", "all"),
+        sink("raw_a", "a"),
+    )
+    stages = plan_pipeline(pipeline)
+    assert_topological(stages)
+    by_id = {stage.stage_id: stage for stage in stages}
+    assert set(by_id) == {"a", "b", "c", "out", "raw_a"}
+    # "a" is materialised once and read back by both of its consumers.
+    assert by_id["a"] == PlannedStage("a", ("a",), artifact_output="a")
+    assert by_id["raw_a"] == PlannedStage(
+        "raw_a", ("a", "raw_a"), upstream=("a",), artifact_inputs=("a",)
+    )
+    assert by_id["out"].artifact_inputs == ("a", "b", "c")
+    assert by_id["out"].steps == ("a", "b", "c", "all", "out")
+
+
+def test_a_sql_step_with_one_input_fuses_like_any_one_input_transform() -> None:
+    step = {
+        "name": "q",
+        "inputs": ["a"],
+        "transform": {"sql": {"query": "SELECT * FROM a"}},
+    }
+    pipeline = spec(source("a"), step, sink("out", "q"))
+    assert plan_pipeline(pipeline) == (PlannedStage("out", ("a", "q", "out")),)
+
+
+def test_a_join_consuming_another_join() -> None:
+    pipeline = spec(
+        source("a"),
+        source("b"),
+        source("c"),
+        join("ab", "a", "b"),
+        join("abc", "ab", "c"),
+        sink("out", "abc"),
+    )
+    stages = plan_pipeline(pipeline)
+    assert_topological(stages)
+    assert [s.stage_id for s in stages] == ["a", "b", "c", "ab", "out"]
+    assert stages[3] == PlannedStage(
+        "ab",
+        ("a", "b", "ab"),
+        upstream=("a", "b"),
+        artifact_inputs=("a", "b"),
+        artifact_output="ab",
+    )
+    assert stages[4].artifact_inputs == ("ab", "c")
 
 
 def test_a_cycle_of_stages_through_after_names_the_after_entry() -> None:

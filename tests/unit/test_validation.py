@@ -143,7 +143,7 @@ def test_a_minimal_linear_pipeline_is_valid() -> None:
         (
             spec(SOURCE, with_(SOURCE, name="more"), with_(SINK, inputs=["orders", "more"])),
             "pipeline.steps[2].inputs",
-            "fan-in) are not supported yet",
+            "a sink needs exactly one input (to combine several, add a union",
         ),
         (spec(SOURCE, FILTER), "pipeline.steps[1]", "reaches no sink"),
         (
@@ -727,11 +727,11 @@ def test_fan_out_is_valid() -> None:
     assert pipeline_violations(pipeline) == []
 
 
-def test_fan_in_is_still_refused_with_a_hint_at_after() -> None:
+def test_fan_in_into_a_sink_is_refused_with_hints_at_combining_transforms_and_after() -> None:
     pipeline = spec(SOURCE, with_(SOURCE, name="more"), with_(SINK, inputs=["orders", "more"]))
     violations = [v for v in pipeline_violations(pipeline) if v.field == "pipeline.steps[2].inputs"]
     assert len(violations) == 1
-    assert "no transform combines several inputs" in violations[0].description
+    assert "union, join or sql transform" in violations[0].description
     assert "after" in violations[0].description
 
 
@@ -988,3 +988,584 @@ def test_check_pipeline_lists_template_violations() -> None:
         check_pipeline(pipeline)
     assert raised.value.violations[0].field == "pipeline.steps[0].source.database.query"
     assert 'unknown param "x"' in raised.value.message
+
+
+# --- issue 5: every transform kind, fan-in, checks -------------------------------------------
+
+T1 = "pipeline.steps[1].transform"
+T2 = "pipeline.steps[2].transform"
+MORE = {"name": "more", "source": {"file": {"path": "in/more.csv"}}}
+
+
+def transform(settings: dict[str, Any]) -> pipeline_pb2.Pipeline:
+    """A source → ``settings`` (one-input transform "big") → sink pipeline."""
+    return spec(SOURCE, with_(FILTER, transform=settings), SINK)
+
+
+def fan_in(settings: dict[str, Any], inputs: list[str] | None = None) -> pipeline_pb2.Pipeline:
+    """Two sources → ``settings`` (transform "big" over both) → sink."""
+    step = {"name": "big", "inputs": inputs or ["orders", "more"], "transform": settings}
+    return spec(SOURCE, MORE, step, SINK)
+
+
+JOIN = {"join": {"on": [{"left": "customer_id", "right": "id"}], "type": "JOIN_TYPE_LEFT"}}
+CHECK_OK = {"name": "ids", "notNull": {"columns": ["id"]}}
+QUARANTINE_SINK = {"file": {"path": "bad/orders.parquet"}}
+
+
+@pytest.mark.parametrize(
+    "pipeline",
+    [
+        transform({"select": {"columns": ["id", "amount"]}}),
+        transform({"drop": {"columns": ["secret"], "ignoreMissing": True}}),
+        transform({"rename": {"columns": {"amt": "amount", "cust": "customer_id"}}}),
+        transform(
+            {
+                "cast": {
+                    "columns": [
+                        {"column": "a", "type": "int64"},
+                        {"column": "b", "type": "decimal128(12, 2)"},
+                        {"column": "c", "type": "timestamp[us, tz=Europe/Paris]"},
+                        {"column": "d", "type": "timestamp[ms, tz=+02:00]"},
+                        {"column": "e", "type": "date32"},
+                        {"column": "f", "type": "large_string"},
+                    ],
+                    "allowUnsafe": True,
+                }
+            }
+        ),
+        transform(
+            {
+                "derive": {
+                    "columns": [
+                        {"name": "total", "expr": "amount * (1 + rate)"},
+                        {"name": "country", "expr": "upper(country) -- normalised"},
+                        {"name": "band", "expr": "CASE WHEN amount > 100 THEN 'big' END"},
+                    ]
+                }
+            }
+        ),
+        transform({"fillNull": {"values": {"amount": 0, "country": "??", "vip": False}}}),
+        transform({"dropNull": {}}),
+        transform({"dropNull": {"columns": ["id"], "all": True}}),
+        transform({"dedupe": {}}),
+        transform(
+            {
+                "dedupe": {
+                    "keys": ["id"],
+                    "orderBy": [{"column": "updated_at", "descending": True}],
+                    "keep": "DEDUPE_KEEP_LAST",
+                }
+            }
+        ),
+        transform(
+            {"sort": {"keys": [{"column": "a"}, {"column": "b", "nulls": "NULLS_ORDER_FIRST"}]}}
+        ),
+        transform({"limit": {"count": 10, "offset": 5}}),
+        transform({"limit": {}}),
+        transform({"aggregate": {"groupBy": ["country"]}}),
+        transform(
+            {
+                "aggregate": {
+                    "groupBy": ["l_returnflag", "l_linestatus"],
+                    "aggregates": [
+                        {"name": "n", "expr": "count(*)"},
+                        {"name": "customers", "expr": "count(DISTINCT customer_id)"},
+                        {"name": "revenue", "expr": "sum(price * (1 - discount))"},
+                        {"name": "p50", "expr": "quantile_cont(amount, 0.5)"},
+                        {"name": "spread", "expr": "max(amount) - min(amount)"},
+                    ],
+                }
+            }
+        ),
+        fan_in(JOIN),
+        fan_in({"join": {"on": [{"left": "id", "right": "id"}], "rightSuffix": "_more"}}),
+        fan_in({"union": {"distinct": True, "missingColumns": "MISSING_COLUMNS_DROP"}}),
+        fan_in({"sql": {"query": "SELECT o.*, m.x FROM orders o JOIN more m USING (id)"}}),
+        transform({"sql": {"query": "WITH t AS (SELECT * FROM orders) SELECT count(*) FROM t"}}),
+        transform(
+            {
+                "check": {
+                    "checks": [
+                        CHECK_OK,
+                        {"name": "one_id", "unique": {"columns": ["id"]}},
+                        {
+                            "name": "status",
+                            "acceptedValues": {"column": "s", "values": ["a", 1, True, None]},
+                        },
+                        {"name": "amount", "range": {"column": "amount", "min": 0}},
+                        {
+                            "name": "day",
+                            "range": {"column": "d", "min": "2024-01-01", "max": "2025"},
+                        },
+                        {"name": "email", "regex": {"column": "e", "pattern": "^[^@]+@[^@]+$"}},
+                        {"name": "some", "rowCount": {"min": 1}},
+                        {"name": "sane", "expression": {"predicate": "a <= b"}},
+                    ],
+                    "onFailure": "CHECK_ACTION_WARN",
+                }
+            }
+        ),
+        transform(
+            {
+                "check": {
+                    "checks": [
+                        {**CHECK_OK, "onFailure": "CHECK_ACTION_QUARANTINE"},
+                        {"name": "n", "rowCount": {"max": 10}},
+                    ],
+                    "quarantine": QUARANTINE_SINK,
+                }
+            }
+        ),
+    ],
+)
+def test_valid_transforms_of_every_kind(pipeline: pipeline_pb2.Pipeline) -> None:
+    assert pipeline_violations(pipeline) == []
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "field", "words"),
+    [
+        (transform({}), T1, "must set a kind of transform (filter, select, drop"),
+        (transform({"filter": {"predicate": ""}}), f"{T1}.filter.predicate", "must not be empty"),
+        (transform({"filter": {"predicate": "a >"}}), f"{T1}.filter.predicate", "syntax error"),
+        (
+            transform({"filter": {"predicate": "a > (SELECT max(a) FROM orders)"}}),
+            f"{T1}.filter.predicate",
+            "must not contain a subquery",
+        ),
+        (
+            transform({"filter": {"predicate": "sum(a) > 1"}}),
+            f"{T1}.filter.predicate",
+            "aggregate function sum()",
+        ),
+        (transform({"select": {}}), f"{T1}.select.columns", "at least one column"),
+        (transform({"select": {"columns": ["a", ""]}}), f"{T1}.select.columns[1]", "empty"),
+        (
+            transform({"select": {"columns": ["a", "b", "a"]}}),
+            f"{T1}.select.columns[2]",
+            'duplicate column "a" (also [0])',
+        ),
+        (transform({"drop": {}}), f"{T1}.drop.columns", "at least one column"),
+        (transform({"rename": {}}), f"{T1}.rename.columns", "at least one column"),
+        (
+            transform({"rename": {"columns": {"a": ""}}}),
+            f'{T1}.rename.columns["a"]',
+            "new name must not be empty",
+        ),
+        (
+            transform({"rename": {"columns": {"a": "x", "b": "x"}}}),
+            f'{T1}.rename.columns["b"]',
+            '"a" is renamed to "x" too',
+        ),
+        (transform({"cast": {}}), f"{T1}.cast.columns", "at least one column"),
+        (
+            transform({"cast": {"columns": [{"type": "int64"}]}}),
+            f"{T1}.cast.columns[0].column",
+            "is required",
+        ),
+        (
+            transform({"cast": {"columns": [{"column": "a"}]}}),
+            f"{T1}.cast.columns[0].type",
+            "is required",
+        ),
+        (
+            transform({"cast": {"columns": [{"column": "a", "type": "integer64"}]}}),
+            f"{T1}.cast.columns[0].type",
+            "'integer64' is not an Arrow type",
+        ),
+        (
+            transform({"cast": {"columns": [{"column": "a", "type": "decimal128(40, 2)"}]}}),
+            f"{T1}.cast.columns[0].type",
+            "precision must be between 1 and 38",
+        ),
+        (
+            transform({"cast": {"columns": [{"column": "a", "type": "decimal128(5, 6)"}]}}),
+            f"{T1}.cast.columns[0].type",
+            "scale must be between 0 and the precision",
+        ),
+        (
+            transform({"cast": {"columns": [{"column": "a", "type": "timestamp[us, tz=Mars/X]"}]}}),
+            f"{T1}.cast.columns[0].type",
+            "'Mars/X' is not a time zone",
+        ),
+        (
+            transform(
+                {
+                    "cast": {
+                        "columns": [
+                            {"column": "a", "type": "int8"},
+                            {"column": "a", "type": "int16"},
+                        ]
+                    }
+                }
+            ),
+            f"{T1}.cast.columns[1].column",
+            "cast twice",
+        ),
+        (transform({"derive": {}}), f"{T1}.derive.columns", "at least one column"),
+        (
+            transform({"derive": {"columns": [{"expr": "1"}]}}),
+            f"{T1}.derive.columns[0].name",
+            "is required",
+        ),
+        (
+            transform(
+                {"derive": {"columns": [{"name": "x", "expr": "1"}, {"name": "x", "expr": "2"}]}}
+            ),
+            f"{T1}.derive.columns[1].name",
+            'duplicate derived column "x"',
+        ),
+        (
+            transform({"derive": {"columns": [{"name": "x"}]}}),
+            f"{T1}.derive.columns[0].expr",
+            "must not be empty",
+        ),
+        (
+            transform({"derive": {"columns": [{"name": "x", "expr": "a) AS y, (b"}]}}),
+            f"{T1}.derive.columns[0].expr",
+            "must be a single expression",
+        ),
+        (
+            transform({"derive": {"columns": [{"name": "x", "expr": "a) FROM t WHERE (1"}]}}),
+            f"{T1}.derive.columns[0].expr",
+            "syntax error",
+        ),
+        (
+            transform({"derive": {"columns": [{"name": "x", "expr": "row_number() OVER ()"}]}}),
+            f"{T1}.derive.columns[0].expr",
+            "window function",
+        ),
+        (
+            transform({"derive": {"columns": [{"name": "x", "expr": "$1"}]}}),
+            f"{T1}.derive.columns[0].expr",
+            "parameters",
+        ),
+        (transform({"fillNull": {}}), f"{T1}.fill_null.values", "at least one column"),
+        (
+            transform({"fillNull": {"values": {"a": None}}}),
+            f'{T1}.fill_null.values["a"]',
+            "not null",
+        ),
+        (
+            transform({"fillNull": {"values": {"a": [1]}}}),
+            f'{T1}.fill_null.values["a"]',
+            "not an object or a list",
+        ),
+        (transform({"dropNull": {"columns": [""]}}), f"{T1}.drop_null.columns[0]", "empty"),
+        (transform({"dedupe": {"keys": ["a", "a"]}}), f"{T1}.dedupe.keys[1]", "duplicate"),
+        (
+            transform({"dedupe": {"orderBy": [{"descending": True}]}}),
+            f"{T1}.dedupe.order_by[0].column",
+            "is required",
+        ),
+        (transform({"dedupe": {"keep": 7}}), f"{T1}.dedupe.keep", "unknown keep policy"),
+        (transform({"sort": {}}), f"{T1}.sort.keys", "at least one sort key"),
+        (
+            transform({"sort": {"keys": [{"column": "a"}, {"column": "a"}]}}),
+            f"{T1}.sort.keys[1].column",
+            'duplicate sort column "a"',
+        ),
+        (
+            transform({"sort": {"keys": [{"column": "a", "nulls": 5}]}}),
+            f"{T1}.sort.keys[0].nulls",
+            "unknown NULLs order",
+        ),
+        (transform({"limit": {"count": -1}}), f"{T1}.limit.count", "must not be negative"),
+        (transform({"limit": {"offset": -1}}), f"{T1}.limit.offset", "must not be negative"),
+        (transform({"aggregate": {}}), f"{T1}.aggregate.aggregates", "unless group_by is set"),
+        (
+            transform({"aggregate": {"aggregates": [{"name": "n", "expr": "amount + 1"}]}}),
+            f"{T1}.aggregate.aggregates[0].expr",
+            "must use an aggregate function",
+        ),
+        (
+            transform({"aggregate": {"aggregates": [{"name": "n", "expr": "sum("}]}}),
+            f"{T1}.aggregate.aggregates[0].expr",
+            "syntax error",
+        ),
+        (
+            transform({"aggregate": {"aggregates": [{"expr": "count(*)"}]}}),
+            f"{T1}.aggregate.aggregates[0].name",
+            "is required",
+        ),
+        (
+            transform(
+                {"aggregate": {"groupBy": ["c"], "aggregates": [{"name": "c", "expr": "count(*)"}]}}
+            ),
+            f"{T1}.aggregate.aggregates[0].name",
+            "also a group_by column",
+        ),
+        (fan_in({"join": {}}), f"{T2}.join.on", "a join needs at least one key pair"),
+        (
+            fan_in({"join": {"on": [{"left": "id"}]}}),
+            f"{T2}.join.on[0].right",
+            "is required",
+        ),
+        (
+            fan_in({"join": {"on": [{"left": "a", "right": "b"}, {"left": "a", "right": "b"}]}}),
+            f"{T2}.join.on[1]",
+            "duplicate key pair",
+        ),
+        (
+            fan_in({"join": {"on": [{"left": "a", "right": "b"}], "type": 9}}),
+            f"{T2}.join.type",
+            "unknown join type",
+        ),
+        (
+            fan_in({"join": {"on": [{"left": "a", "right": "b"}], "leftSuffix": "_right"}}),
+            f"{T2}.join.right_suffix",
+            "must differ from left_suffix",
+        ),
+        (
+            fan_in({"union": {"missingColumns": 9}}),
+            f"{T2}.union.missing_columns",
+            "unknown missing-columns policy",
+        ),
+        (fan_in({"sql": {}}), f"{T2}.sql.query", "must not be empty"),
+        (
+            fan_in({"sql": {"query": "SELECT 1; SELECT 2"}}),
+            f"{T2}.sql.query",
+            "exactly one SELECT statement, not 2",
+        ),
+        (
+            fan_in({"sql": {"query": "DELETE FROM orders"}}),
+            f"{T2}.sql.query",
+            "must be a SELECT statement, not DELETE",
+        ),
+        (fan_in({"sql": {"query": "SELEC 1"}}), f"{T2}.sql.query", "syntax error"),
+        (
+            fan_in({"sql": {"query": "SELECT * FROM orders JOIN secrets USING (id)"}}),
+            f"{T2}.sql.query",
+            'reads table "secrets", which is not an input of this step',
+        ),
+    ],
+)
+def test_each_transform_problem_yields_its_violation(
+    pipeline: pipeline_pb2.Pipeline, field: str, words: str
+) -> None:
+    violations = pipeline_violations(pipeline)
+    matching = [v for v in violations if v.field == field]
+    assert matching, f"no violation for {field}; got {violations}"
+    assert any(words in v.description for v in matching), matching
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "field", "words"),
+    [
+        (
+            fan_in(JOIN, ["orders"]),
+            "pipeline.steps[2].inputs",
+            "a join transform takes exactly 2 inputs (inputs[0] is the left side",
+        ),
+        (
+            spec(
+                SOURCE,
+                MORE,
+                with_(SOURCE, name="third"),
+                {
+                    "name": "big",
+                    "inputs": ["orders", "more", "third"],
+                    "transform": JOIN,
+                },
+                SINK,
+                with_(SINK, name="o2", inputs=["big"]),
+            ),
+            "pipeline.steps[3].inputs",
+            "exactly 2 inputs",
+        ),
+        (
+            fan_in({"union": {}}, ["orders"]),
+            "pipeline.steps[2].inputs",
+            "a union transform takes at least 2 inputs, not 1",
+        ),
+        (
+            fan_in({"filter": {"predicate": "x"}}),
+            "pipeline.steps[2].inputs",
+            "a filter transform takes exactly one input (only join, union and sql combine",
+        ),
+        (
+            fan_in(JOIN, ["orders", "orders"]),
+            "pipeline.steps[2].inputs[1]",
+            '"orders" is already inputs[0]',
+        ),
+    ],
+)
+def test_transforms_take_their_kinds_number_of_inputs(
+    pipeline: pipeline_pb2.Pipeline, field: str, words: str
+) -> None:
+    violations = pipeline_violations(pipeline)
+    matching = [v for v in violations if v.field == field]
+    assert matching, f"no violation for {field}; got {violations}"
+    assert any(words in v.description for v in matching), matching
+
+
+def test_a_union_or_sql_of_zero_inputs_is_refused() -> None:
+    for settings, words in (
+        ({"union": {}}, "a union transform takes at least 2 inputs, not 0"),
+        ({"sql": {"query": "SELECT 1"}}, "a sql transform takes at least 1 input"),
+    ):
+        pipeline = spec(SOURCE, {"name": "big", "transform": settings}, SINK)
+        assert FieldViolation("pipeline.steps[1].inputs", words) in pipeline_violations(pipeline)
+
+
+C = f"{T1}.check"
+
+
+def check(checks: list[dict[str, Any]], **options: Any) -> pipeline_pb2.Pipeline:
+    return transform({"check": {"checks": checks, **options}})
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "field", "words"),
+    [
+        (check([]), f"{C}.checks", "at least one check"),
+        (check([{"notNull": {"columns": ["a"]}}]), f"{C}.checks[0].name", "is required"),
+        (check([CHECK_OK, CHECK_OK]), f"{C}.checks[1].name", 'duplicate check name "ids"'),
+        (check([{"name": "x"}]), f"{C}.checks[0]", "must set a kind of check"),
+        (check([{"name": "x", "notNull": {}}]), f"{C}.checks[0].not_null.columns", "at least one"),
+        (check([{"name": "x", "unique": {}}]), f"{C}.checks[0].unique.columns", "at least one"),
+        (
+            check([{"name": "x", "acceptedValues": {"values": [1]}}]),
+            f"{C}.checks[0].accepted_values.column",
+            "is required",
+        ),
+        (
+            check([{"name": "x", "acceptedValues": {"column": "a"}}]),
+            f"{C}.checks[0].accepted_values.values",
+            "at least one value",
+        ),
+        (
+            check([{"name": "x", "acceptedValues": {"column": "a", "values": [{"k": 1}]}}]),
+            f"{C}.checks[0].accepted_values.values[0]",
+            "not an object or a list",
+        ),
+        (
+            check([{"name": "x", "range": {"column": "a"}}]),
+            f"{C}.checks[0].range",
+            "needs min, max or both",
+        ),
+        (
+            check([{"name": "x", "range": {"column": "a", "min": 5, "max": 1}}]),
+            f"{C}.checks[0].range.max",
+            "must not be less than min",
+        ),
+        (
+            check([{"name": "x", "range": {"column": "a", "min": True}}]),
+            f"{C}.checks[0].range.min",
+            "must be a number or a string",
+        ),
+        (
+            check([{"name": "x", "regex": {"column": "a", "pattern": "([a-z"}}]),
+            f"{C}.checks[0].regex.pattern",
+            "is not a valid regular expression",
+        ),
+        (
+            check([{"name": "x", "regex": {"column": "a"}}]),
+            f"{C}.checks[0].regex.pattern",
+            "is required",
+        ),
+        (check([{"name": "x", "rowCount": {}}]), f"{C}.checks[0].row_count", "needs min, max"),
+        (
+            check([{"name": "x", "rowCount": {"min": -1}}]),
+            f"{C}.checks[0].row_count.min",
+            "must not be negative",
+        ),
+        (
+            check([{"name": "x", "rowCount": {"min": 10, "max": 1}}]),
+            f"{C}.checks[0].row_count.max",
+            "must not be less than min",
+        ),
+        (
+            check([{"name": "x", "expression": {"predicate": "a >"}}]),
+            f"{C}.checks[0].expression.predicate",
+            "syntax error",
+        ),
+        (
+            check([{"name": "x", "expression": {"predicate": "count(*) > 1"}}]),
+            f"{C}.checks[0].expression.predicate",
+            "aggregate function count_star()",
+        ),
+        (
+            check([{**CHECK_OK, "onFailure": "CHECK_ACTION_QUARANTINE"}]),
+            f"{C}.quarantine",
+            "is required: a check quarantines rows",
+        ),
+        (
+            check(
+                [
+                    {
+                        "name": "u",
+                        "unique": {"columns": ["a"]},
+                        "onFailure": "CHECK_ACTION_QUARANTINE",
+                    }
+                ],
+                quarantine=QUARANTINE_SINK,
+            ),
+            f"{C}.checks[0].on_failure",
+            'row checks only; check "u" (unique)',
+        ),
+        (
+            check(
+                [CHECK_OK, {"name": "n", "rowCount": {"min": 1}}],
+                onFailure="CHECK_ACTION_QUARANTINE",
+                quarantine=QUARANTINE_SINK,
+            ),
+            f"{C}.on_failure",
+            'row checks only; check "n" (row_count)',
+        ),
+        (
+            check([CHECK_OK], quarantine=QUARANTINE_SINK),
+            f"{C}.quarantine",
+            "no check quarantines rows",
+        ),
+        (
+            check(
+                [{**CHECK_OK, "onFailure": "CHECK_ACTION_QUARANTINE"}],
+                quarantine={"file": {"path": "/abs/bad.parquet"}},
+            ),
+            f"{C}.quarantine.file.path",
+            "must be relative",
+        ),
+        (
+            check([{**CHECK_OK, "onFailure": 8}]),
+            f"{C}.checks[0].on_failure",
+            "unknown check action",
+        ),
+        (check([CHECK_OK], onFailure=8), f"{C}.on_failure", "unknown check action"),
+    ],
+)
+def test_each_check_problem_yields_its_violation(
+    pipeline: pipeline_pb2.Pipeline, field: str, words: str
+) -> None:
+    violations = pipeline_violations(pipeline)
+    matching = [v for v in violations if v.field == field]
+    assert matching, f"no violation for {field}; got {violations}"
+    assert any(words in v.description for v in matching), matching
+
+
+def test_a_templated_expression_is_checked_once_rendered() -> None:
+    pipeline = transform({"filter": {"predicate": "amount > {{ params.floor }}"}})
+    pipeline.params["floor"].number_value = 10
+    assert pipeline_violations(pipeline) == []
+
+
+def test_check_pipeline_names_the_step_and_field_of_a_join_without_keys() -> None:
+    with pytest.raises(DomainError) as raised:
+        check_pipeline(fan_in({"join": {}}))
+    assert raised.value.code == ErrorCode.INVALID_ARGUMENT
+    assert list(raised.value.violations) == [
+        FieldViolation(
+            "pipeline.steps[2].transform.join.on",
+            "a join needs at least one key pair (left: a column of inputs[0], right: a column "
+            "of inputs[1])",
+        )
+    ]
+
+
+def test_a_watermark_before_a_fan_in_is_refused() -> None:
+    pipeline = fan_in(JOIN)
+    pipeline.steps[0].watermark.column = "ts"
+    violations = pipeline_violations(pipeline)
+    assert fields(violations) == ["pipeline.steps[0].watermark"]
+    assert "an input of a join, union or sql step" in violations[0].description

@@ -50,6 +50,7 @@ def queue_attempt(stage: StageRun, now: datetime) -> None:
     stage.start_time = stage.end_time = None
     stage.metrics = TaskMetrics()
     stage.outputs = ()
+    stage.checks = ()
     stage.error_reason = stage.error_message = ""
     stage.next_attempt_time = None
 

@@ -23,7 +23,6 @@ from google.protobuf import duration_pb2
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
-from datadog_platform.core.expressions import predicate_problem
 from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
 from datadog_platform.scheduler.domain import INVALID_PIPELINE_SPEC, INVALID_REQUEST
 from datadog_platform.scheduler.planner import PlanError, plan_pipeline
@@ -32,6 +31,11 @@ from datadog_platform.scheduler.templating import (
     param_name_problem,
     step_template_violations,
     template_fields,
+)
+from datadog_platform.scheduler.transform_validation import (
+    input_arity,
+    prefetch_sql,
+    transform_violations,
 )
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,127}$")
@@ -123,6 +127,7 @@ def pipeline_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]
     index_of: dict[str, int] = {}
     param_names = frozenset(pipeline.params)
     watermarks = frozenset(s.name for s in steps if s.HasField("watermark"))
+    prefetch_sql(steps)  # one parse for every SQL text, instead of one per text
     # Problems of the step graph itself: with none, the pipeline can be planned.
     structural = 0
     for i, step in enumerate(steps):
@@ -181,6 +186,16 @@ def step_violations(path: str, step: step_pb2.Step) -> list[FieldViolation]:
     return _kind_violations(path, step)
 
 
+def source_violations(path: str, source: step_pb2.SourceSpec) -> list[FieldViolation]:
+    """The problems of a source spec on its own (DescribeSource), fields under ``path``."""
+    return _source_violations(path, source)
+
+
+def connection_name_violations(path: str, name: str) -> list[FieldViolation]:
+    """The problems of a connection name (required) at ``path``."""
+    return _connection_violations(path, name, required=True)
+
+
 def rendered_step_violations(step: step_pb2.Step, templated: Iterable[str]) -> list[FieldViolation]:
     """The problems of a rendered step's formerly templated fields (paths relative to the
     step, as :func:`templating.template_fields` gives them)."""
@@ -228,7 +243,7 @@ def _positive_duration_violations(
 
 def _plan_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]:
     """Stage-level problems: "after" lists that make stages wait in a cycle, and watermarks
-    on steps whose stage ends in the artifact store."""
+    on steps whose stage ends in the artifact store (fan-out or fan-in)."""
     index_of = _index_of_all(pipeline.steps)
     try:
         stages = plan_pipeline(pipeline)
@@ -249,8 +264,9 @@ def _plan_violations(pipeline: pipeline_pb2.Pipeline) -> list[FieldViolation]:
                     FieldViolation(
                         f"pipeline.steps[{i}].watermark",
                         f'the stage of step "{name}" ends by storing "{stage.artifact_output}" '
-                        "for several steps (fan-out), before any sink commits: keep the "
-                        "watermark on a step after the fan-out, whose stage ends in a sink",
+                        "for other stages (a fan-out, or an input of a join, union or sql "
+                        "step), before any sink commits: keep the watermark on a step after "
+                        "it, whose stage ends in a sink",
                     )
                 )
     return violations
@@ -376,7 +392,9 @@ def _kind_violations(path: str, step: step_pb2.Step) -> list[FieldViolation]:
     if kind == "source":
         return _source_violations(f"{path}.source", step.source)
     if kind == "transform":
-        return _transform_violations(f"{path}.transform", step.transform)
+        return transform_violations(
+            f"{path}.transform", step.transform, step.inputs, _sink_violations
+        )
     return _sink_violations(f"{path}.sink", step.sink)
 
 
@@ -420,15 +438,6 @@ def _sink_violations(path: str, sink: step_pb2.SinkSpec) -> list[FieldViolation]
     if kind == "discard":
         return []  # nothing to configure
     return _artifact_violations(path, sink.artifact.key)
-
-
-def _transform_violations(path: str, transform: step_pb2.TransformSpec) -> list[FieldViolation]:
-    if transform.WhichOneof("kind") is None:
-        return [FieldViolation(path, "must set a kind of transform (filter)")]
-    problem = predicate_problem(transform.filter.predicate)
-    if problem is not None:
-        return [FieldViolation(f"{path}.filter.predicate", problem)]
-    return []
 
 
 # --- connections ------------------------------------------------------------------------
@@ -800,18 +809,22 @@ def _input_violations(
     inputs = list(step.inputs)
     if kind == "source" and inputs:
         violations.append(FieldViolation(f"{path}.inputs", "a source takes no inputs"))
-    elif kind in ("transform", "sink"):
-        if not inputs:
-            violations.append(FieldViolation(f"{path}.inputs", f"a {kind} needs exactly one input"))
-        elif len(inputs) > 1:
+    elif kind == "sink":
+        if len(inputs) != 1:
             violations.append(
                 FieldViolation(
                     f"{path}.inputs",
-                    f"a {kind} takes exactly one input: several inputs (fan-in) "
-                    "are not supported yet, as no transform combines several inputs; "
-                    "to only wait for other steps, list them in after",
+                    "a sink needs exactly one input"
+                    + (
+                        " (to combine several, add a union, join or sql transform; to only "
+                        "wait for other steps, list them in after)"
+                        if inputs
+                        else ""
+                    ),
                 )
             )
+    elif kind == "transform":
+        violations += _transform_input_violations(path, step.transform, inputs)
     for j, name in enumerate(inputs):
         if name not in index_of:
             violations.append(
@@ -822,6 +835,48 @@ def _input_violations(
                 FieldViolation(f"{path}.inputs[{j}]", f'"{name}" is a sink, which has no output')
             )
     return violations
+
+
+def _transform_input_violations(
+    path: str, transform: step_pb2.TransformSpec, inputs: list[str]
+) -> list[FieldViolation]:
+    """How many inputs a transform step takes, by kind (join 2, union 2+, sql 1+, else 1)."""
+    name = transform.WhichOneof("kind") or "transform"
+    fewest, most = input_arity(transform)
+    if fewest == most == 1 and len(inputs) != 1:
+        rule = "exactly one input"
+        hint = (
+            " (only join, union and sql combine several; to only wait for other steps, "
+            "list them in after)"
+            if inputs
+            else ""
+        )
+    elif fewest == most and len(inputs) != fewest:
+        rule, hint = (
+            f"exactly {fewest} inputs",
+            " (inputs[0] is the left side, inputs[1] the right)",
+        )
+    elif len(inputs) < fewest or (most is not None and len(inputs) > most):
+        rule = f"at least {fewest} input{'s' if fewest > 1 else ''}"
+        hint = f", not {len(inputs)}" if inputs or fewest > 1 else ""
+    else:
+        violations = []
+        first: dict[str, int] = {}
+        for j, input_name in enumerate(inputs):
+            if input_name in first:
+                violations.append(
+                    FieldViolation(
+                        f"{path}.inputs[{j}]",
+                        f'"{input_name}" is already inputs[{first[input_name]}]: a step reads '
+                        "each input once (to combine a step with itself, consume it through "
+                        "two steps)",
+                    )
+                )
+            else:
+                first[input_name] = j
+        return violations
+    article = "an" if name == "aggregate" else "a"  # "a union", "a sql"
+    return [FieldViolation(f"{path}.inputs", f"{article} {name} transform takes {rule}{hint}")]
 
 
 def _graph_violations(steps: Sequence[step_pb2.Step]) -> list[FieldViolation]:

@@ -19,6 +19,7 @@ from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.scheduler.domain import (
     Backfill,
     BackfillState,
+    CheckResult,
     LogLevel,
     LogLine,
     Run,
@@ -70,10 +71,11 @@ STAGE_FIELDS = (
     "upstream",
     "next_attempt_time",
     "attempt_base",
+    "checks",
 )
 STAGE_COLUMNS = ", ".join(STAGE_FIELDS)
 
-#: Defaults of fields that idempotency records written before migration 2 lack.
+#: Defaults of fields that idempotency records written by older schemas lack.
 _RUN_DEFAULTS: dict[str, Any] = {
     "params": "{}",
     "run_trigger": RunTrigger.MANUAL.value,
@@ -83,7 +85,12 @@ _RUN_DEFAULTS: dict[str, Any] = {
     "backfill_id": "",
     "generation": 0,
 }
-_STAGE_DEFAULTS: dict[str, Any] = {"upstream": "[]", "next_attempt_time": None, "attempt_base": 0}
+_STAGE_DEFAULTS: dict[str, Any] = {
+    "upstream": "[]",
+    "next_attempt_time": None,
+    "attempt_base": 0,
+    "checks": "[]",
+}
 
 BACKFILL_COLUMNS = (
     "backfill_id, pipeline, start_date, end_date, max_active_runs, only_failed, state,"
@@ -191,6 +198,24 @@ def _outputs_text(outputs: Sequence[StageOutput]) -> str:
     )
 
 
+def _checks_text(checks: Sequence[CheckResult]) -> str:
+    if not checks:
+        return "[]"
+    return dumps(
+        [
+            {
+                "step": c.step,
+                "check": c.check,
+                "passed": c.passed,
+                "failing_rows": c.failing_rows,
+                "message": c.message,
+                "action": c.action,
+            }
+            for c in checks
+        ]
+    )
+
+
 def run_values(run: Run) -> tuple[Any, ...]:
     """The run's :data:`RUN_FIELDS` column values."""
     return (
@@ -229,6 +254,7 @@ def stage_values(stage: StageRun) -> tuple[Any, ...]:
         _strings(stage.upstream),
         opt_micros(stage.next_attempt_time),
         stage.attempt_base,
+        _checks_text(stage.checks),
     )
 
 
@@ -248,6 +274,7 @@ def stage_of(row: Sequence[Any]) -> StageRun:
         upstream=tuple(json.loads(row[10])),
         next_attempt_time=opt_time(row[11]),
         attempt_base=row[12],
+        checks=tuple(CheckResult(**c) for c in json.loads(row[13])),
     )
 
 

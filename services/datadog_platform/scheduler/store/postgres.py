@@ -145,9 +145,14 @@ CREATE TABLE idempotency_records (
 );
 """
 
+# Issue 5: the data-quality check results of a stage's current or last attempt.
+_V2 = """
+ALTER TABLE stages ADD COLUMN checks TEXT NOT NULL DEFAULT '[]';
+"""
+
 #: Schema migrations, applied in order; migration N (1-based) is version N in
 #: ``schema_migrations``. Never edit a released entry: append a new one.
-MIGRATIONS: tuple[Migration, ...] = (Migration(_V1),)
+MIGRATIONS: tuple[Migration, ...] = (Migration(_V1), Migration(_V2))
 
 _RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 

@@ -164,11 +164,17 @@ _V2 = """
     CREATE INDEX backfills_by_pipeline ON backfills (pipeline, backfill_id);
     """
 
+# Issue 5: the data-quality check results of a stage's current or last attempt.
+_V3 = """
+    ALTER TABLE stages ADD COLUMN checks TEXT NOT NULL DEFAULT '[]';
+    """
+
 #: Schema migrations, applied in order; migration N (1-based) sets user_version N.
 #: Never edit a released entry: append a new one.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(_V1),
     Migration(_V2, post=index_existing_pipelines),
+    Migration(_V3),
 )
 
 
