@@ -5,8 +5,11 @@ checked instead is everything that ties the files to the code: they parse; every
 names a console script of pyproject.toml and only flags (and ``DATADOG_*`` variables) its
 service's argparse accepts; listen ports are the code's defaults; services are wired by
 the right names and ports; every health check and probe names the service's real
-``grpc.health.v1`` name from the generated descriptors and the health script works against
-a real server; the connector configs validate against the connector types; kustomize lists
+``grpc.health.v1`` name from the generated descriptors (or, for Kubernetes startup and
+liveness probes, the liveness name every server serves) and the health script works against
+a real server; every service serves Prometheus metrics on the code's default metrics port,
+which Kubernetes pods announce for scraping and the NetworkPolicies open to the monitoring
+namespace only; the connector configs validate against the connector types; kustomize lists
 exactly the manifests there are; each Deployment has its Service, PDB, probes, resources
 and non-root security context; the NetworkPolicies let only the connector reach databases.
 """
@@ -34,6 +37,7 @@ import pytest
 import yaml
 
 from datadog_platform.core import config as core_config
+from datadog_platform.core.health import LIVENESS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -78,6 +82,10 @@ def all_health_names() -> set[str]:
 def default_port(component: str) -> int:
     address = getattr(core_config, f"DEFAULT_{component.upper()}_ADDRESS")
     return int(address.rsplit(":", 1)[1])
+
+
+def default_metrics_port(component: str) -> int:
+    return getattr(core_config, f"DEFAULT_{component.upper()}_METRICS_PORT")
 
 
 def env_variables_read_by_code() -> set[str]:
@@ -385,12 +393,20 @@ def test_command_is_a_console_script_with_flags_its_parser_accepts(
     host, _, port = args.listen.rpartition(":")
     assert host == "0.0.0.0", f"{launch.origin}: a container must listen on all interfaces"
     assert int(port) == default_port(launch.component), f"{launch.origin}: not the default port"
+    metrics = core_config.resolve_metrics_listen(
+        args.metrics_listen, args.listen, default_metrics_port(launch.component)
+    )
+    assert metrics == f"0.0.0.0:{default_metrics_port(launch.component)}", (
+        f"{launch.origin}: metrics must be on all interfaces and the default metrics port"
+    )
 
 
 @pytest.mark.parametrize("launch", all_launches(), ids=launch_ids())
 def test_health_checks_name_the_real_health_service_and_port(launch: Launch) -> None:
     assert launch.health, f"{launch.origin}: no health check"
     for service, port in launch.health:
+        if service == LIVENESS and launch.origin.startswith("Deployment"):
+            continue  # startup and liveness probes: see the Kubernetes probe test
         assert service in all_health_names(), f"{launch.origin}: {service!r} is no service"
         assert service == health_name(launch.component), f"{launch.origin}: another service"
         assert port == default_port(launch.component), f"{launch.origin}: probe port {port}"
@@ -576,7 +592,9 @@ def test_dockerfile_is_multistage_slim_nonroot_and_installs_the_wheel() -> None:
     exposed = {
         int(p) for i in instructions if i.keyword.upper() == "EXPOSE" for p in i.value.split()
     }
-    assert exposed == {default_port(c) for c in COMPONENTS}
+    assert exposed == {default_port(c) for c in COMPONENTS} | {
+        default_metrics_port(c) for c in COMPONENTS
+    }
 
 
 def test_dockerfile_copies_only_what_exists_and_is_not_dockerignored() -> None:
@@ -695,7 +713,10 @@ def test_each_deployment_has_its_service_pdb_resources_and_security() -> None:
         component = component_of_deployment(deployment)
         (container,) = pod["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert set(ports.values()) == {default_port(component)}, name
+        assert ports == {
+            "grpc": default_port(component),
+            "metrics": default_metrics_port(component),
+        }, name
         service = service_for(deployment)
         for port in service["spec"]["ports"]:
             assert ports.get(port["targetPort"], port["targetPort"]) == default_port(component)
@@ -725,6 +746,17 @@ def test_each_deployment_has_its_service_pdb_resources_and_security() -> None:
                 k8s_named("Secret", volume["secret"]["secretName"])
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert "grpc" in container[probe], f"{name}: {probe} is not a native gRPC probe"
+            assert container[probe]["grpc"]["port"] == default_port(component), f"{name} {probe}"
+        # Readiness follows the dependencies (NOT_SERVING while one is down); startup and
+        # liveness only ask whether the process runs, so an outage elsewhere never
+        # restarts pods in a loop.
+        assert container["readinessProbe"]["grpc"]["service"] == health_name(component), name
+        for probe in ("startupProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["service"] == LIVENESS, f"{name}: {probe}"
+        annotations = spec["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == str(default_metrics_port(component)), name
+        assert annotations["prometheus.io/path"] == "/metrics", name
     scheduler = [d for d in deployments if component_of_deployment(d) == "scheduler"]
     assert scheduler[0]["spec"]["replicas"] == 2
 
@@ -837,6 +869,10 @@ def test_only_the_connector_can_reach_databases() -> None:
     ), "the connector cannot reach databases"
 
 
+def is_scrape(rule: dict[str, Any], component: str) -> bool:
+    return {p["port"] for p in rule.get("ports", [])} == {default_metrics_port(component)}
+
+
 def test_ingress_follows_the_call_graph() -> None:
     callers = {"executor": {"scheduler"}, "connector": {"scheduler", "executor"}}
     for component, expected in callers.items():
@@ -844,7 +880,24 @@ def test_ingress_follows_the_call_graph() -> None:
         assert rules
         sources = set()
         for rule in rules:
+            if is_scrape(rule, component):
+                continue
             assert rule.get("from"), f"{component} accepts anyone: {rule}"
             assert {p["port"] for p in rule["ports"]} == {default_port(component)}
             sources |= {peer_component(p) for p in rule["from"]}
         assert sources == expected, component
+
+
+def test_only_the_monitoring_namespace_may_scrape_metrics() -> None:
+    for component in COMPONENTS:
+        rules = [r for p in policies_for(component) for r in p["spec"].get("ingress", [])]
+        scrapes = [r for r in rules if is_scrape(r, component)]
+        assert len(scrapes) == 1, f"{component}: no ingress rule for scraping its metrics"
+        (peer,) = scrapes[0]["from"]
+        assert peer == {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+        }, component
+        for rule in rules:
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if rule is not scrapes[0]:
+                assert default_metrics_port(component) not in ports, f"{component}: {rule}"

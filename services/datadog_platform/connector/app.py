@@ -21,7 +21,9 @@ from datadog_platform.connector.config import (
     load_config,
     parse_config,
 )
-from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR, ConnectorServicer
+from datadog_platform.connector.metrics import MeteredConnectorServicer
+from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR
+from datadog_platform.core.metrics import MetricsEndpoint
 from datadog_platform.core.server import Server, ServiceRegistration
 
 __all__ = ["ConnectorConfig", "ConnectorServer", "build_server", "load_config", "parse_config"]
@@ -37,8 +39,11 @@ class ConnectorServer(Server):
         listen: str,
         reload_interval: float | None,
         reload_on_sighup: bool,
+        metrics: MetricsEndpoint | None = None,
     ) -> None:
-        super().__init__(registrations, listen=listen, on_stop=self._on_stop)
+        # No health checks: the connector depends on no other service (a database
+        # that is down fails the calls that need it, not the whole service).
+        super().__init__(registrations, listen=listen, on_stop=self._on_stop, metrics=metrics)
         self.live = live
         self._reload_interval = reload_interval
         self._reload_on_sighup = reload_on_sighup
@@ -69,16 +74,19 @@ async def build_server(
     *,
     reload_interval: float | None = RELOAD_INTERVAL_SECONDS,
     reload_on_sighup: bool = False,
+    metrics_listen: str = "",
 ) -> ConnectorServer:
     """A connector server for ``config`` on ``listen`` (port 0 binds a free port); not started.
 
     A config loaded from a file is re-read every ``reload_interval`` seconds when it
     changed (``None`` disables that), and on SIGHUP when ``reload_on_sighup``.
+    ``metrics_listen`` is the Prometheus endpoint's ``host:port`` ("" disables it).
     """
     live = config if isinstance(config, LiveConfig) else LiveConfig(config)
     registration = ServiceRegistration(
         SERVICE_DESCRIPTOR,
-        ConnectorServicer(live),
+        MeteredConnectorServicer(live),
         pb_grpc.add_ConnectorServiceServicer_to_server,
     )
-    return ConnectorServer([registration], live, listen, reload_interval, reload_on_sighup)
+    metrics = MetricsEndpoint(metrics_listen) if metrics_listen else None
+    return ConnectorServer([registration], live, listen, reload_interval, reload_on_sighup, metrics)

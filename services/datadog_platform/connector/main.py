@@ -11,7 +11,15 @@ import argparse
 from pathlib import Path
 
 from datadog_platform.connector.app import build_server, load_config
-from datadog_platform.core.config import DEFAULT_CONNECTOR_ADDRESS, add_common_flags, env_default
+from datadog_platform.core.config import (
+    DEFAULT_CONNECTOR_ADDRESS,
+    DEFAULT_CONNECTOR_METRICS_PORT,
+    METRICS_AUTO,
+    add_common_flags,
+    env_default,
+    metrics_listen_help,
+    resolve_metrics_listen,
+)
 from datadog_platform.core.runner import run_service
 from datadog_platform.core.server import Server
 
@@ -42,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="root directory of the 'local' file connection when no --config is given "
         "(env DATADOG_CONNECTOR_ROOT; default .)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env_default("CONNECTOR_METRICS_LISTEN", METRICS_AUTO),
+        help=metrics_listen_help(
+            "DATADOG_CONNECTOR_METRICS_LISTEN", DEFAULT_CONNECTOR_METRICS_PORT
+        ),
+    )
     add_common_flags(parser)
     return parser
 
@@ -55,7 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     async def build() -> Server:
         # A bad config is a DomainError here: one readable line and exit 1.
         return await build_server(
-            load_config(config_path, root), args.listen, reload_on_sighup=True
+            load_config(config_path, root),
+            args.listen,
+            reload_on_sighup=True,
+            metrics_listen=resolve_metrics_listen(
+                args.metrics_listen, args.listen, DEFAULT_CONNECTOR_METRICS_PORT
+            ),
         )
 
     run_service("connector", args, build)

@@ -19,7 +19,8 @@ from datadog_platform.core.server import Server
 def run_service(
     service: str, args: argparse.Namespace, build: Callable[[], Awaitable[Server]]
 ) -> None:
-    """Build and start the server, print ``listening on HOST:PORT``, serve until SIGTERM."""
+    """Build and start the server, print ``listening on HOST:PORT`` (then ``metrics on
+    HOST:PORT`` when the Prometheus endpoint is on), serve until SIGTERM."""
     configure_logging(service, args.log_level)
     try:
         asyncio.run(_serve(build, args.shutdown_grace))
@@ -35,6 +36,8 @@ async def _serve(build: Callable[[], Awaitable[Server]], grace: float) -> None:
     except BaseException:
         await server.stop(grace=0)  # releases what build() opened (store, channels)
         raise
-    # The one line on stdout: launchers and tests read the bound port from it.
+    # The first line on stdout: launchers and tests read the bound port from it.
     print(f"listening on {server.address}", flush=True)
+    if server.metrics_address is not None:
+        print(f"metrics on {server.metrics_address}", flush=True)
     await server.serve_until_signalled(grace)

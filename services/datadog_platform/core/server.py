@@ -3,13 +3,18 @@
 Binds port 0 for tests and reports the bound port. Health and reflection names come
 from the generated descriptors. On SIGTERM/SIGINT the health status turns
 NOT_SERVING first (so load balancers stop sending), then in-flight calls drain.
+
+Optionally, a :class:`~datadog_platform.core.health.HealthWatcher` keeps health in
+line with the service's dependencies, and a
+:class:`~datadog_platform.core.metrics.MetricsEndpoint` serves Prometheus metrics;
+both start and stop with the server.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +23,16 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from datadog_platform.core.health import (
+    HEALTH_INTERVAL_SECONDS,
+    HEALTH_MAX_INTERVAL_SECONDS,
+    LIVENESS,
+    HealthCheck,
+    HealthWatcher,
+)
 from datadog_platform.core.interceptors import ErrorMappingInterceptor
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.metrics import MetricsEndpoint
 
 # Arrow batches are ~1 MiB; leave ample headroom, and set the same on both ends.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -51,6 +64,11 @@ class Server:
         registrations: Sequence[ServiceRegistration],
         listen: str = "127.0.0.1:0",
         on_stop: Callable[[], Awaitable[None]] | None = None,
+        *,
+        metrics: MetricsEndpoint | None = None,
+        health_checks: Mapping[str, HealthCheck] | None = None,
+        health_interval: float = HEALTH_INTERVAL_SECONDS,
+        health_max_interval: float = HEALTH_MAX_INTERVAL_SECONDS,
     ) -> None:
         self._registrations = list(registrations)
         self._listen = listen
@@ -61,6 +79,15 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self._stopped = asyncio.Event()
+        #: The Prometheus endpoint, if enabled.
+        self.metrics = metrics
+        self.watcher = HealthWatcher(
+            self.health,
+            self.service_names,
+            health_checks or {},
+            interval=health_interval,
+            max_interval=health_max_interval,
+        )
 
     @property
     def service_names(self) -> list[str]:
@@ -72,8 +99,14 @@ class Server:
         """``host:port`` of the bound listener."""
         return f"{self._listen.rsplit(':', 1)[0]}:{self.port}"
 
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the metrics endpoint once started; None when disabled."""
+        return self.metrics.address if self.metrics is not None else None
+
     async def start(self) -> int:
-        """Bind, start serving, mark every service SERVING; returns the bound port."""
+        """Bind, start serving (and the metrics endpoint), mark every service SERVING,
+        start watching dependencies; returns the bound gRPC port."""
         for registration in self._registrations:
             registration.add_to_server(registration.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
@@ -92,18 +125,22 @@ class Server:
         if self.port == 0:
             raise OSError(f"cannot listen on {self._listen}")
         await self._server.start()
+        if self.metrics is not None:
+            await self.metrics.start()  # before SERVING: a bad metrics port fails the start
         await self.set_serving(True)
+        self.watcher.start()
         log.info("server.started", address=self.address, services=self.service_names)
         return self.port
 
     async def set_serving(self, serving: bool) -> None:
-        """Report every service (and the server as a whole, "") SERVING or NOT_SERVING."""
+        """Report every service (and the server as a whole, "", and the liveness name)
+        SERVING or NOT_SERVING."""
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ["", *self.service_names]:
+        for name in ["", LIVENESS, *self.service_names]:
             await self.health.set(name, status)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -111,8 +148,11 @@ class Server:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        await self.watcher.close()  # before NOT_SERVING, so that it cannot undo it
         await self.set_serving(False)
         await self._server.stop(grace)
+        if self.metrics is not None:
+            await self.metrics.stop()
         if self._on_stop is not None:
             await self._on_stop()
         log.info("server.stopped", address=self.address)

@@ -6,11 +6,19 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from datadog_platform.api.connector.v1 import connector_service_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from datadog_platform.core.channels import insecure_channel
+from datadog_platform.core.health import (
+    HEALTH_INTERVAL_SECONDS,
+    HEALTH_MAX_INTERVAL_SECONDS,
+    GrpcHealthProbe,
+)
+from datadog_platform.core.metrics import MetricsEndpoint
 from datadog_platform.core.server import Server, ServiceRegistration
 from datadog_platform.executor.data_plane import GrpcDataPlane
-from datadog_platform.executor.servicer import ExecutorServicer
+from datadog_platform.executor.engine.query import DEFAULT_MEMORY_LIMIT, Engine, EngineConfig
+from datadog_platform.executor.metrics import SLOTS, MeteredExecutorServicer
 from datadog_platform.executor.stage import DEFAULT_SLOTS, StageRunner
 
 SERVICE = executor_service_pb2.DESCRIPTOR.services_by_name["ExecutorService"]
@@ -31,22 +39,52 @@ class ExecutorConfig:
     stage_timeout_seconds: float = 3600.0
     # Stage attempts run at once; one more is refused with RESOURCE_EXHAUSTED (EXECUTOR_BUSY).
     slots: int = DEFAULT_SLOTS
+    # DuckDB's memory limit for all stages together; blocking transforms spill beyond it.
+    memory_limit: str = DEFAULT_MEMORY_LIMIT
+    # Where they spill; None: a temporary directory removed when the server stops.
+    spill_dir: str | None = None
+    #: ``host:port`` of the Prometheus endpoint ("" disables it; port 0 picks one).
+    metrics_listen: str = ""
+    #: How often health checks the connector service (backing off while it is down).
+    health_interval: float = HEALTH_INTERVAL_SECONDS
+    health_max_interval: float = HEALTH_MAX_INTERVAL_SECONDS
 
 
 async def build_server(config: ExecutorConfig, listen: str = "127.0.0.1:0") -> Server:
-    """The executor's server, not started; its one connector channel closes when it stops."""
+    """The executor's server, not started; its connector channel and engine close when it stops.
+
+    Raises ValueError when the engine settings are invalid (e.g. a bad memory limit).
+    """
     channel = insecure_channel(config.connector_address)
     data_plane = GrpcDataPlane(
         channel, config.connector_address, timeout=config.stage_timeout_seconds
     )
-    runner = StageRunner(data_plane, executor_id=config.executor_id, slots=config.slots)
+    engine = Engine(EngineConfig(memory_limit=config.memory_limit, spill_dir=config.spill_dir))
+    runner = StageRunner(
+        data_plane, executor_id=config.executor_id, slots=config.slots, engine=engine
+    )
     registration = ServiceRegistration(
         SERVICE,
-        ExecutorServicer(runner),
+        MeteredExecutorServicer(runner),
         executor_service_pb2_grpc.add_ExecutorServiceServicer_to_server,
     )
 
+    connector_health = GrpcHealthProbe(
+        config.connector_address,
+        connector_service_pb2.DESCRIPTOR.services_by_name["ConnectorService"].full_name,
+    )
+    SLOTS.set(config.slots)
+
     async def close_channel() -> None:
         await channel.close()
+        await connector_health.close()
 
-    return Server([registration], listen=listen, on_stop=close_channel)
+    return Server(
+        [registration],
+        listen=listen,
+        on_stop=close_channel,
+        metrics=MetricsEndpoint(config.metrics_listen) if config.metrics_listen else None,
+        health_checks={"connector": connector_health},
+        health_interval=config.health_interval,
+        health_max_interval=config.health_max_interval,
+    )

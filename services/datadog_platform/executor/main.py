@@ -7,11 +7,16 @@ import argparse
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_EXECUTOR_ADDRESS,
+    DEFAULT_EXECUTOR_METRICS_PORT,
+    METRICS_AUTO,
     add_common_flags,
     env_default,
+    metrics_listen_help,
+    resolve_metrics_listen,
 )
 from datadog_platform.core.runner import run_service
 from datadog_platform.executor.app import ExecutorConfig, build_server
+from datadog_platform.executor.engine.query import DEFAULT_MEMORY_LIMIT, Engine, EngineConfig
 from datadog_platform.executor.stage import DEFAULT_SLOTS
 
 
@@ -38,11 +43,41 @@ def main(argv: list[str] | None = None) -> None:
         help="stage attempts run at once; more are refused with RESOURCE_EXHAUSTED "
         f"(env DATADOG_EXECUTOR_SLOTS; default {DEFAULT_SLOTS})",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env_default("EXECUTOR_METRICS_LISTEN", METRICS_AUTO),
+        help=metrics_listen_help("DATADOG_EXECUTOR_METRICS_LISTEN", DEFAULT_EXECUTOR_METRICS_PORT),
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=env_default("EXECUTOR_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT),
+        help="memory the transform engine (DuckDB) may use for all stages, e.g. 512MB or 4GB; "
+        "blocking transforms spill to --spill-dir beyond it (env DATADOG_EXECUTOR_MEMORY_LIMIT; "
+        f"default {DEFAULT_MEMORY_LIMIT})",
+    )
+    parser.add_argument(
+        "--spill-dir",
+        default=env_default("EXECUTOR_SPILL_DIR", "") or None,
+        help="directory blocking transforms spill to (env DATADOG_EXECUTOR_SPILL_DIR; default a "
+        "temporary directory removed on exit)",
+    )
     add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error(f"--slots must be at least 1, not {args.slots}")
-    config = ExecutorConfig(connector_address=args.connector, slots=args.slots)
+    try:  # a bad --memory-limit is a usage error, not a traceback at startup
+        Engine(EngineConfig(memory_limit=args.memory_limit, spill_dir=args.spill_dir)).close()
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
+    config = ExecutorConfig(
+        connector_address=args.connector,
+        slots=args.slots,
+        memory_limit=args.memory_limit,
+        spill_dir=args.spill_dir,
+    )
+    config.metrics_listen = resolve_metrics_listen(
+        args.metrics_listen, args.listen, DEFAULT_EXECUTOR_METRICS_PORT
+    )
     run_service("executor", args, lambda: build_server(config, args.listen))
 
 

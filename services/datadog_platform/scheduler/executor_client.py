@@ -14,11 +14,17 @@ multiplexes the calls over one HTTP/2 connection). How failures map:
   for failures that carry no retryable flag of their own.
 - Any other status → ``DispatchError`` with the executor's reason (``EXECUTOR_ERROR``
   if it gave none).
+
+Check results (``TaskSucceeded.checks``, ``TaskFailed.checks``) and per-step counters
+(``TaskProgress.steps``, ``TaskSucceeded.steps``) map to their domain types.
+
+:meth:`ExecutorDispatcher.list_transform_types` asks the executor for its transform
+catalogue (UNAVAILABLE/DEADLINE_EXCEEDED → UNAVAILABLE ``EXECUTOR_UNAVAILABLE``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -26,8 +32,10 @@ import grpc
 from datadog_platform.api.common.v1 import task_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2, executor_service_pb2_grpc
 from datadog_platform.core.channels import insecure_channel
-from datadog_platform.core.interceptors import REQUEST_ID_HEADER
-from datadog_platform.core.status import details_of
+from datadog_platform.core.errors import unavailable
+from datadog_platform.core.interceptors import REQUEST_ID_HEADER, correlation_metadata
+from datadog_platform.core.status import details_of, domain_error_of
+from datadog_platform.core.tasks import CheckResult, StepMetrics
 from datadog_platform.scheduler.domain import (
     EXECUTOR_BUSY,
     EXECUTOR_ERROR,
@@ -49,6 +57,8 @@ from datadog_platform.scheduler.domain import (
 
 #: Deadline of one stage attempt whose task sets none; past it the stage fails with STAGE_TIMEOUT.
 DEFAULT_TASK_TIMEOUT_SECONDS = 24 * 3600.0
+#: Deadline of a catalogue request (ListTransformTypes).
+DEFAULT_CALL_TIMEOUT_SECONDS = 10.0
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _LEVELS = {
@@ -81,7 +91,11 @@ class ExecutorDispatcher:
         call = self._stub.ExecuteTask(
             request,
             timeout=timeout,
-            metadata=((REQUEST_ID_HEADER, f"{task.run_id}/{task.stage_id}/{task.attempt}"),),
+            # The executor binds these into its logs and forwards them to the connector.
+            metadata=(
+                (REQUEST_ID_HEADER, f"{task.run_id}/{task.stage_id}/{task.attempt}"),
+                *correlation_metadata(task.run_id, task.stage_id, task.attempt),
+            ),
         )
         try:
             async for response in call:
@@ -92,6 +106,27 @@ class ExecutorDispatcher:
             raise self._dispatch_error(exc, timeout) from None
         finally:
             call.cancel()  # a no-op once the call is done; stops the executor otherwise
+
+    async def list_transform_types(
+        self, *, time_left: float | None = None
+    ) -> list[executor_service_pb2.TransformType]:
+        """The executor's transform catalogue, by name (``time_left``: the caller's
+        remaining time, which caps the call's deadline)."""
+        deadline = DEFAULT_CALL_TIMEOUT_SECONDS
+        if time_left is not None:
+            deadline = max(0.0, min(time_left, deadline))
+        try:
+            response = await self._stub.ListTransformTypes(
+                executor_service_pb2.ListTransformTypesRequest(), timeout=deadline
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise unavailable(
+                    EXECUTOR_UNAVAILABLE,
+                    f"the executor service at {self._address} is unavailable: {exc.details()}",
+                ) from None
+            raise domain_error_of(exc) from None
+        return list(response.transform_types)
 
     def _dispatch_error(self, exc: grpc.aio.AioRpcError, timeout: float) -> DispatchError:
         details = details_of(exc)
@@ -123,6 +158,24 @@ def _metrics_of(metrics: task_pb2.TaskMetrics) -> TaskMetrics:
     )
 
 
+def _checks_of(checks: Iterable[task_pb2.CheckResult]) -> tuple[CheckResult, ...]:
+    return tuple(
+        CheckResult(
+            step=c.step,
+            check=c.check,
+            passed=c.passed,
+            failing_rows=c.failing_rows,
+            message=c.message,
+            action=c.action or "FAIL",
+        )
+        for c in checks
+    )
+
+
+def _steps_of(steps: Iterable[task_pb2.StepMetrics]) -> tuple[StepMetrics, ...]:
+    return tuple(StepMetrics(step=s.step, rows=s.rows, bytes=s.bytes) for s in steps)
+
+
 def _line_of(line: task_pb2.LogLine) -> LogLine:
     return LogLine(
         time=_EPOCH + timedelta(seconds=line.time.seconds, microseconds=line.time.nanos // 1_000),
@@ -137,7 +190,8 @@ def _event_of(response: executor_service_pb2.ExecuteTaskResponse) -> TaskEvent |
     if kind == "started":
         return TaskStarted(executor_id=response.started.executor_id)
     if kind == "progress":
-        return TaskProgress(metrics=_metrics_of(response.progress.metrics))
+        progress = response.progress
+        return TaskProgress(metrics=_metrics_of(progress.metrics), steps=_steps_of(progress.steps))
     if kind == "log":
         return TaskLog(lines=tuple(_line_of(line) for line in response.log.lines))
     if kind == "succeeded":
@@ -149,6 +203,8 @@ def _event_of(response: executor_service_pb2.ExecuteTaskResponse) -> TaskEvent |
                 for o in succeeded.outputs
             ),
             watermarks=dict(succeeded.watermarks),
+            checks=_checks_of(succeeded.checks),
+            steps=_steps_of(succeeded.steps),
         )
     if kind == "failed":
         failed = response.failed
@@ -158,5 +214,6 @@ def _event_of(response: executor_service_pb2.ExecuteTaskResponse) -> TaskEvent |
             step=failed.step,
             retryable=failed.retryable,
             metrics=_metrics_of(failed.metrics),
+            checks=_checks_of(failed.checks),
         )
     return None  # an event kind newer than this scheduler: nothing to apply

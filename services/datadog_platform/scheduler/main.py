@@ -8,8 +8,12 @@ from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_EXECUTOR_ADDRESS,
     DEFAULT_SCHEDULER_ADDRESS,
+    DEFAULT_SCHEDULER_METRICS_PORT,
+    METRICS_AUTO,
     add_common_flags,
     env_default,
+    metrics_listen_help,
+    resolve_metrics_listen,
 )
 from datadog_platform.core.runner import run_service
 from datadog_platform.scheduler.app import SchedulerConfig, build_server, default_instance_id
@@ -65,6 +69,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=env_default("CONNECTOR_ADDRESS", DEFAULT_CONNECTOR_ADDRESS),
         help="connector service host:port (env DATADOG_CONNECTOR_ADDRESS)",
     )
+    parser.add_argument(
+        "--metrics-listen",
+        default=env_default("SCHEDULER_METRICS_LISTEN", METRICS_AUTO),
+        help=metrics_listen_help(
+            "DATADOG_SCHEDULER_METRICS_LISTEN", DEFAULT_SCHEDULER_METRICS_PORT
+        ),
+    )
     add_common_flags(parser)
     return parser.parse_args(argv)
 
@@ -79,6 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         instance_id=args.instance_id,
         lease_seconds=args.lease_seconds,
         max_parallel_stages=args.max_parallel_stages,
+        metrics_listen=resolve_metrics_listen(
+            args.metrics_listen, args.listen, DEFAULT_SCHEDULER_METRICS_PORT
+        ),
     )
     run_service("scheduler", args, lambda: build_server(config, listen=args.listen))
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import random
 import secrets
@@ -73,6 +74,7 @@ from datadog_platform.scheduler.domain import (
     STAGE_INTERNAL_ERROR,
     STAGE_TIMEOUT,
     TEMPLATE_ERROR,
+    CheckResult,
     Dispatcher,
     DispatchError,
     JsonValue,
@@ -100,6 +102,7 @@ from datadog_platform.scheduler.domain import (
 )
 from datadog_platform.scheduler.leases import LeaseKeeper
 from datadog_platform.scheduler.live_runs import LiveRun, PipelineInfo, clone_run, run_fields
+from datadog_platform.scheduler.platform_counts import PlatformCounts
 from datadog_platform.scheduler.retry import RetryPolicy, backoff_delay
 from datadog_platform.scheduler.slots import Slots
 from datadog_platform.scheduler.stage_steps import build_stage_steps
@@ -145,6 +148,7 @@ class _Success:
     metrics: TaskMetrics
     outputs: tuple[StageOutput, ...]
     watermarks: Mapping[str, str]
+    checks: tuple[CheckResult, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ class _Failure:
     metrics: TaskMetrics | None = None
     retryable: bool = False
     final: bool = False
+    #: Data-quality check results the executor reported before failing.
+    checks: tuple[CheckResult, ...] = ()
 
 
 class RunManager:
@@ -242,6 +248,12 @@ class RunManager:
         """Wait until every run being driven here has finished (tests, shutdown)."""
         while self._drivers:
             await asyncio.gather(*list(self._drivers), return_exceptions=True)
+
+    async def platform_counts(self) -> PlatformCounts:
+        """Store-wide counts (pipelines, runs and stages by state, data written) and the
+        stages this scheduler is dispatching now (those holding a dispatch slot)."""
+        counts = await self._store.metrics_counts()
+        return dataclasses.replace(counts, stages_in_flight=self._slots.in_use)
 
     # --- creating runs -------------------------------------------------------------------
 
@@ -967,9 +979,20 @@ class RunManager:
                 elif isinstance(event, TaskLog):
                     self._log_lines(live, stage, event.lines)
                 elif isinstance(event, TaskSucceeded):
-                    return _Success(event.metrics, tuple(event.outputs), dict(event.watermarks))
+                    return _Success(
+                        event.metrics,
+                        tuple(event.outputs),
+                        dict(event.watermarks),
+                        tuple(event.checks),
+                    )
                 elif isinstance(event, TaskFailed):
-                    return _Failure(event.reason, event.message, event.metrics, event.retryable)
+                    return _Failure(
+                        event.reason,
+                        event.message,
+                        event.metrics,
+                        event.retryable,
+                        checks=tuple(event.checks),
+                    )
         finally:
             aclose = getattr(events, "aclose", None)
             if aclose is not None:
@@ -1023,6 +1046,7 @@ class RunManager:
         run = live.run
         now = self._clock()
         dag.succeed(stage, now, result.metrics, result.outputs)
+        stage.checks = result.checks
         live.unfinished -= 1
         ready = [live.stages[stage_id] for stage_id in live.graph.succeeded(stage.stage_id)]
         for downstream in ready:
@@ -1053,6 +1077,7 @@ class RunManager:
             now + timedelta(seconds=delay),
             failure.metrics,
         )
+        stage.checks = failure.checks
         note = self._note(
             live,
             stage,
@@ -1073,6 +1098,7 @@ class RunManager:
     def _failed(self, live: LiveRun, stage: StageRun, failure: _Failure) -> None:
         now = self._clock()
         dag.fail(stage, now, failure.reason, failure.message, failure.metrics)
+        stage.checks = failure.checks
         blocked = [live.stages[stage_id] for stage_id in live.graph.failed(stage.stage_id)]
         for downstream in blocked:
             dag.upstream_failed(downstream, now, stage.stage_id)

@@ -3,31 +3,40 @@
 Errors are raised as ``DomainError`` and mapped to rich statuses by the shared
 interceptor. Params travel as ``google.protobuf.Value`` maps and are plain JSON
 values (dict, list, str, int/float, bool, None) in the domain.
+
+TestConnection and DescribeSource are forwarded to the connector service,
+ListTransformTypes to the executor service; an unreachable one answers UNAVAILABLE
+(CONNECTOR_UNAVAILABLE, EXECUTOR_UNAVAILABLE), other failures keep the service's own
+code and reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from datadog_platform.api.common.v1 import task_pb2
+from datadog_platform.api.executor.v1 import executor_service_pb2
 from datadog_platform.api.scheduler.v1 import (
     pipeline_pb2,
     run_pb2,
     scheduler_service_pb2,
     scheduler_service_pb2_grpc,
 )
-from datadog_platform.core.errors import FieldViolation, invalid_argument
+from datadog_platform.core.arrow_frames import decode_schema
+from datadog_platform.core.errors import FieldViolation, invalid_argument, unavailable
 from datadog_platform.scheduler.backfills import BackfillManager
 from datadog_platform.scheduler.connector_client import ConnectorClient
 from datadog_platform.scheduler.domain import (
+    EXECUTOR_UNAVAILABLE,
     INVALID_REQUEST,
     Backfill,
+    CheckResult,
     JsonValue,
     LogLine,
     PlannedStage,
@@ -38,8 +47,17 @@ from datadog_platform.scheduler.domain import (
 from datadog_platform.scheduler.pipelines import PipelineRegistry
 from datadog_platform.scheduler.runs import RunManager
 from datadog_platform.scheduler.templating import json_value
+from datadog_platform.scheduler.validation import connection_name_violations, source_violations
 
 pb = scheduler_service_pb2
+
+
+class TransformCatalog(Protocol):
+    """Where the transform catalogue comes from (the executor service's client)."""
+
+    async def list_transform_types(
+        self, *, time_left: float | None = None
+    ) -> list[executor_service_pb2.TransformType]: ...
 
 
 class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
@@ -51,11 +69,16 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         runs: RunManager,
         backfills: BackfillManager,
         connector: ConnectorClient,
+        *,
+        executor: TransformCatalog | None = None,
     ) -> None:
+        """``executor``: where the transform catalogue comes from (the executor client);
+        without it ListTransformTypes answers UNAVAILABLE."""
         self._registry = registry
         self._runs = runs
         self._backfills = backfills
         self._connector = connector
+        self._executor = executor
 
     # --- pipelines ------------------------------------------------------------------------
 
@@ -228,8 +251,74 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
         )
         return pb.ListConnectionsResponse(connections=connections, next_page_token=next_token)
 
+    async def TestConnection(
+        self, request: pb.TestConnectionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TestConnectionResponse:
+        _check_request(connection_name_violations("name", request.name))
+        tested = await self._connector.test_connection(
+            request.name, time_left=context.time_remaining()
+        )
+        return pb.TestConnectionResponse(
+            ok=tested.ok, message=tested.message, reason=tested.reason, latency_ms=tested.latency_ms
+        )
+
+    async def DescribeSource(
+        self, request: pb.DescribeSourceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeSourceResponse:
+        if not request.HasField("source"):
+            _check_request([FieldViolation("source", "is required")])
+        _check_request(source_violations("source", request.source))
+        described = await self._connector.describe_source(
+            request.source, time_left=context.time_remaining()
+        )
+        schema = decode_schema(described.schema)
+        response = pb.DescribeSourceResponse(
+            schema=described.schema,
+            columns=[
+                pb.SourceColumn(name=f.name, type=str(f.type), nullable=f.nullable) for f in schema
+            ],
+        )
+        if described.HasField("estimated_rows"):
+            response.estimated_rows = described.estimated_rows
+        return response
+
+    # --- transforms -------------------------------------------------------------------------
+
+    async def ListTransformTypes(
+        self, request: pb.ListTransformTypesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTransformTypesResponse:
+        if self._executor is None:
+            raise unavailable(EXECUTOR_UNAVAILABLE, "this scheduler has no executor service to ask")
+        types = await self._executor.list_transform_types(time_left=context.time_remaining())
+        return pb.ListTransformTypesResponse(transform_types=[transform_type_pb(t) for t in types])
+
+    # --- metrics ----------------------------------------------------------------------------
+
+    async def GetMetrics(
+        self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMetricsResponse:
+        counts = await self._runs.platform_counts()
+        return pb.GetMetricsResponse(
+            pipelines=counts.pipelines,
+            runs=[pb.StateCount(state=s, count=n) for s, n in sorted(counts.runs.items())],
+            stages=[pb.StateCount(state=s, count=n) for s, n in sorted(counts.stages.items())],
+            rows_written=counts.rows_written,
+            bytes_written=counts.bytes_written,
+            stages_in_flight=counts.stages_in_flight,
+        )
+
 
 # --- protobuf → domain ------------------------------------------------------------------------
+
+
+def _check_request(violations: list[FieldViolation]) -> None:
+    """Raise INVALID_ARGUMENT (INVALID_REQUEST) listing ``violations``, if any."""
+    if violations:
+        raise invalid_argument(
+            INVALID_REQUEST,
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            violations,
+        )
 
 
 def _run_state(value: int) -> RunState:
@@ -338,6 +427,36 @@ def stage_pb(stage: StageRun) -> run_pb2.StageRun:
         error_message=stage.error_message,
         upstream=stage.upstream,
         next_attempt_time=_timestamp(stage.next_attempt_time),
+        checks=[check_result_pb(c) for c in stage.checks],
+    )
+
+
+def check_result_pb(check: CheckResult) -> task_pb2.CheckResult:
+    """The protobuf form of a data-quality check result."""
+    return task_pb2.CheckResult(
+        step=check.step,
+        check=check.check,
+        passed=check.passed,
+        failing_rows=check.failing_rows,
+        message=check.message,
+        action=check.action,
+    )
+
+
+def transform_type_pb(kind: executor_service_pb2.TransformType) -> pb.TransformTypeInfo:
+    """The scheduler's form of the executor's description of a transform kind."""
+    return pb.TransformTypeInfo(
+        name=kind.name,
+        description=kind.description,
+        parameters=[
+            pb.TransformParameterInfo(
+                name=p.name, type=p.type, description=p.description, required=p.required
+            )
+            for p in kind.parameters
+        ],
+        min_inputs=kind.min_inputs,
+        max_inputs=kind.max_inputs,
+        streaming=kind.streaming,
     )
 
 

@@ -62,6 +62,7 @@ from datadog_platform.scheduler.domain import (
     prepare_retry,
     run_already_finished,
 )
+from datadog_platform.scheduler.platform_counts import PlatformCounts
 from datadog_platform.scheduler.store import codecs
 from datadog_platform.scheduler.store.codecs import (
     BACKFILL_COLUMNS,
@@ -565,7 +566,7 @@ class Store(abc.ABC):
             if run.stages:
                 await conn.executemany(
                     f"INSERT INTO stages (run_id, position, {STAGE_COLUMNS})"
-                    f" VALUES ({', '.join('?' * 15)})",
+                    f" VALUES ({', '.join('?' * (2 + len(codecs.STAGE_FIELDS)))})",
                     [
                         (run.run_id, position, *codecs.stage_values(stage))
                         for position, stage in enumerate(run.stages)
@@ -1144,6 +1145,50 @@ class Store(abc.ABC):
             )
         }
         return [codecs.backfill_of(row, counters.get(row[0], (0, 0, 0))) for row in rows]
+
+    # --- metrics ----------------------------------------------------------------------
+
+    async def metrics_counts(self, *, stages: bool = True) -> PlatformCounts:
+        """Pipelines, runs by state and (unless ``stages`` is false: the stage table is
+        the big one) stages by state and the rows and bytes succeeded stages wrote.
+
+        One consistent read; every query is an aggregate (a scan of the table it
+        counts), meant for an occasional GetMetrics or a rate-limited scrape.
+        """
+        # Stage metrics are a JSON text column on both backends (see codecs); only
+        # the way to take a number out of it differs.
+        if self.backend == "postgresql":
+            rows_expr = "(metrics::jsonb ->> 'rows_written')::bigint"
+            bytes_expr = "(metrics::jsonb ->> 'bytes_written')::bigint"
+        else:
+            rows_expr = "json_extract(metrics, '$.rows_written')"
+            bytes_expr = "json_extract(metrics, '$.bytes_written')"
+
+        async def body(conn: Conn) -> PlatformCounts:
+            (pipelines,) = (await conn.fetch("SELECT COUNT(*) FROM pipelines"))[0]
+            runs = await conn.fetch("SELECT state, COUNT(*) FROM runs GROUP BY state")
+            if not stages:
+                return PlatformCounts(pipelines=int(pipelines), runs=_counts(runs))
+            by_state = await conn.fetch("SELECT state, COUNT(*) FROM stages GROUP BY state")
+            (rows_written, bytes_written) = (
+                await conn.fetch(
+                    f"SELECT COALESCE(SUM({rows_expr}), 0), COALESCE(SUM({bytes_expr}), 0)"
+                    " FROM stages WHERE state = 'SUCCEEDED'"
+                )
+            )[0]
+            return PlatformCounts(
+                pipelines=int(pipelines),
+                runs=_counts(runs),
+                stages=_counts(by_state),
+                rows_written=int(rows_written),
+                bytes_written=int(bytes_written),
+            )
+
+        return await self._read(body)
+
+
+def _counts(rows: Iterable[Sequence[Any]]) -> dict[str, int]:
+    return {str(state): int(count) for state, count in rows}
 
 
 _UPDATE_STAGE = (
