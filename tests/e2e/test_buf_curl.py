@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from google.rpc import error_details_pb2
-from service_process import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -47,41 +45,11 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def scheduler(tmp_path: Path, root: Path) -> Iterator[str]:
-    """Connector, executor and scheduler as separate processes; yields the scheduler address."""
+@pytest.fixture(autouse=True)
+def require_buf() -> None:
+    """buf is installed (checked before the services start: autouse runs first)."""
     if not BUF.exists():
         pytest.fail(f"{BUF} is missing: run `npm ci` in {REPO}")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs: list[ServiceProcess] = []
-    try:
-        connector = ServiceProcess(
-            "datadog_platform.connector.main", "--root", str(root), log=logs / "connector.log"
-        )
-        procs.append(connector)
-        executor = ServiceProcess(
-            "datadog_platform.executor.main",
-            "--connector",
-            connector.address,
-            log=logs / "executor.log",
-        )
-        procs.append(executor)
-        scheduler = ServiceProcess(
-            "datadog_platform.scheduler.main",
-            "--db",
-            str(tmp_path / "state" / "scheduler.db"),
-            "--executor",
-            executor.address,
-            "--connector",
-            connector.address,
-            log=logs / "scheduler.log",
-        )
-        procs.append(scheduler)
-        yield scheduler.address
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def buf_curl(

@@ -15,14 +15,12 @@ import re
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pyarrow.parquet as pq
 import pytest
 from google.protobuf import json_format
-from service_process import ServiceProcess
 
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as spb
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2_grpc as sgrpc
@@ -44,49 +42,6 @@ def node() -> str:
         if not (REPO / "node_modules" / package / "package.json").is_file():
             pytest.fail(f"{package} is not installed: run `npm ci` in {REPO}")
     return node
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    """Root of the connector's "local" file connection."""
-    root = tmp_path / "root"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def scheduler(tmp_path: Path, root: Path) -> Iterator[str]:
-    """Connector, executor and scheduler as separate processes; yields the scheduler address."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs: list[ServiceProcess] = []
-    try:
-        connector = ServiceProcess(
-            "datadog_platform.connector.main", "--root", str(root), log=logs / "connector.log"
-        )
-        procs.append(connector)
-        executor = ServiceProcess(
-            "datadog_platform.executor.main",
-            "--connector",
-            connector.address,
-            log=logs / "executor.log",
-        )
-        procs.append(executor)
-        scheduler = ServiceProcess(
-            "datadog_platform.scheduler.main",
-            "--db",
-            str(tmp_path / "state" / "scheduler.db"),
-            "--executor",
-            executor.address,
-            "--connector",
-            connector.address,
-            log=logs / "scheduler.log",
-        )
-        procs.append(scheduler)
-        yield scheduler.address
-    finally:
-        for proc in reversed(procs):
-            proc.stop()
 
 
 def test_node_client_creates_and_runs_a_pipeline(

@@ -7,15 +7,19 @@ The CLI is synchronous while the fixtures' servers run on the test's event loop,
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from datadog_platform.api.scheduler.v1 import run_pb2
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
@@ -600,3 +604,200 @@ async def test_run_logs_follow_ends_with_the_attempt(
     assert followed
     code, out, _ = await cli(capsys, *server, "run", "logs", run.run_id, "out")
     assert (code, out) == (0, followed)
+
+
+# --- -o json|yaml, pipeline status, run get/watch, schedules, connectors, transforms, contexts
+
+
+def parsed(fmt: str, out: str) -> object:
+    """Standard output of ``-o json`` or ``-o yaml``, parsed."""
+    return json.loads(out) if fmt == "json" else yaml.safe_load(out)
+
+
+@pytest.mark.parametrize("fmt", ["json", "yaml"])
+async def test_every_read_command_prints_json_and_yaml_that_parse(
+    scheduler_address: str,
+    data_root: Path,
+    example_data: Path,
+    capsys: pytest.CaptureFixture[str],
+    fmt: str,
+) -> None:
+    server = ("--server", scheduler_address)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(EXAMPLE)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "csv_to_parquet", "--wait")
+    assert code == 0
+    run_id = run_id_of(out)
+    o = ("-o", fmt)
+
+    async def read(*args: str) -> Any:
+        code, out, err = await cli(capsys, *server, *args, *o)
+        assert (code, err) == (0, ""), args
+        return parsed(fmt, out)
+
+    listing = await read("pipeline", "list")
+    assert [(p["name"], p["version"]) for p in listing["pipelines"]] == [("csv_to_parquet", "1")]
+    got = await read("pipeline", "get", "csv_to_parquet")
+    assert got["pipeline"]["steps"][1]["transform"]["filter"]["predicate"] == "amount > 100"
+    assert got["plan"][0]["stage_id"] == "out"
+    status = await read("pipeline", "status", "csv_to_parquet")
+    assert status["pipeline"]["name"] == "csv_to_parquet"
+    assert [r["run_id"] for r in status["runs"]] == [run_id]
+    for command in ("get", "status"):
+        run = (await read("run", command, run_id))["run"]
+        assert (run["state"], run["stages"][0]["metrics"]["rows_written"]) == (
+            "RUN_STATE_SUCCEEDED",
+            "35",
+        )
+    runs = await read("run", "list", "--pipeline", "csv_to_parquet")
+    assert [r["run_id"] for r in runs["runs"]] == [run_id]
+    assert (await read("backfill", "list")) == {"backfills": []}
+    assert (await read("schedule", "list")) == {"pipelines": []}
+    connections = await read("connector", "list")
+    assert "local" in [c["name"] for c in connections["connections"]]
+
+    code, out, err = await cli(capsys, *server, "run", "logs", run_id, "out", *o)
+    assert (code, err) == (0, "")
+    lines = (
+        [json.loads(line) for line in out.splitlines()]
+        if fmt == "json"
+        else list(yaml.safe_load_all(out))
+    )
+    assert lines
+    assert all(line["attempt"] == 1 and line["level"].startswith("LOG_LEVEL_") for line in lines)
+
+
+async def test_pipeline_status_run_get_and_run_watch(
+    scheduler_address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    path = noop_file(tmp_path, extra=YEARLY)
+    assert (await cli(capsys, *server, "pipeline", "create", "-f", str(path)))[0] == 0
+    code, out, _ = await cli(capsys, *server, "pipeline", "run", "noop")
+    run_id = out.strip()
+
+    code, out, err = await cli(capsys, *server, "run", "watch", run_id)
+    assert (code, err) == (0, "")
+    assert "run SUCCEEDED" in out  # plain lines: standard output is not a terminal
+    assert out.splitlines()[-2].startswith(f"run {run_id} SUCCEEDED in ")
+
+    code, out, _ = await cli(capsys, *server, "run", "get", run_id)
+    assert (code, out.splitlines()[0]) == (0, f"Run:       {run_id}")
+
+    code, out, _ = await cli(capsys, *server, "pipeline", "status", "noop")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == "Pipeline:  noop (version 1)"
+    assert lines[1] == "Schedule:  0 0 1 1 * (UTC), catchup off"
+    assert lines[6].split()[:4] == [run_id, "noop", "1", "SUCCEEDED"]
+
+    code, out, _ = await cli(capsys, *server, "schedule", "list")
+    assert code == 0
+    assert out.splitlines()[1].split()[:10] == [
+        "noop",
+        "0",
+        "0",
+        "1",
+        "1",
+        "*",
+        "UTC",
+        "off",
+        "no",
+        str(datetime.now(UTC).year + 1) + "-01-01",
+    ]
+
+    for args in (("run", "watch", "nope"), ("pipeline", "status", "nope")):
+        code, out, err = await cli(capsys, *server, *args)
+        assert (code, out, len(err.splitlines())) == (3, "", 1), args
+
+
+async def test_connector_test_describe_and_transform_list(
+    scheduler_address: str, example_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = ("--server", scheduler_address)
+    code, out, err = await cli(capsys, *server, "connector", "test", "--connection", "local")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[1].split()[:2] == ["local", "ok"]
+    code, out, _ = await cli(capsys, *server, "connector", "test", "-f", str(EXAMPLE), "-o", "json")
+    assert code == 0
+    assert [(r["name"], r["ok"]) for r in json.loads(out)["results"]] == [("local", True)]
+    code, _, err = await cli(capsys, *server, "connector", "test", "--connection", "nope")
+    assert code == 3
+    assert len(err.splitlines()) == 1
+
+    code, out, err = await cli(
+        capsys, *server, "connector", "describe", "--step", "orders", "-f", str(EXAMPLE)
+    )
+    assert (code, err) == (0, "")
+    columns = [line.split()[0] for line in out.splitlines()[1:] if line.split()]
+    assert columns[:5] == ["order_id", "customer", "country", "amount", "ordered_at"]
+    source = json.dumps({"file": {"path": "examples/data/orders.csv", "format": "FILE_FORMAT_CSV"}})
+    code, out, _ = await cli(
+        capsys, *server, "connector", "describe", "--source", source, "-o", "yaml"
+    )
+    assert code == 0
+    described = yaml.safe_load(out)["columns"]
+    assert [c["name"] for c in described][:2] == ["order_id", "customer"]
+    assert all(c["type"] for c in described)
+
+    code, out, err = await cli(capsys, *server, "transform", "list")
+    assert (code, err) == (0, "")
+    assert "filter" in [line.split()[0] for line in out.splitlines()[1:]]
+    code, out, _ = await cli(capsys, *server, "transform", "list", "-o", "json")
+    assert "filter" in [t["name"] for t in json.loads(out)["transform_types"]]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("transform", "list"),
+        ("schedule", "list", "-o", "json"),
+        ("connector", "test", "--connection", "local"),
+        ("pipeline", "status", "x"),
+        ("run", "watch", "x"),
+    ],
+)
+async def test_unreachable_server_is_one_line_and_exit_5_for_every_command(
+    dead_address: str, capsys: pytest.CaptureFixture[str], args: tuple[str, ...]
+) -> None:
+    code, out, err = await cli(capsys, "--server", dead_address, "--timeout", "2", *args)
+    assert (code, out) == (5, "")
+    assert err.splitlines() == [
+        f"error: cannot reach the DataDog scheduler at {dead_address} (UNAVAILABLE)"
+    ]
+
+
+async def test_the_server_comes_from_flag_then_variable_then_context(
+    scheduler_address: str,
+    dead_address: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "current_context": "dead",
+                "contexts": {
+                    "dead": {"server": dead_address, "timeout": 2},
+                    "live": {"server": scheduler_address},
+                },
+            }
+        )
+    )
+    monkeypatch.setenv("DATADOG_CONFIG", str(config))
+    monkeypatch.delenv("DATADOG_SERVER", raising=False)
+    monkeypatch.delenv("DATADOG_CONTEXT", raising=False)
+
+    code, _, err = await cli(capsys, "pipeline", "list")
+    assert (code, dead_address in err) == (5, True)  # the current context
+    assert (await cli(capsys, "--context", "live", "pipeline", "list"))[0] == 0
+    assert (await cli(capsys, "--server", scheduler_address, "pipeline", "list"))[0] == 0
+    monkeypatch.setenv("DATADOG_SERVER", scheduler_address)
+    assert (await cli(capsys, "pipeline", "list"))[0] == 0  # the variable beats the context
+    code, _, _ = await cli(capsys, "--server", dead_address, "pipeline", "list")
+    assert code == 5  # the flag beats the variable
+
+    monkeypatch.delenv("DATADOG_SERVER")
+    assert (await cli(capsys, "config", "use-context", "live"))[0] == 0
+    assert (await cli(capsys, "pipeline", "list"))[0] == 0

@@ -49,6 +49,23 @@ def test_yaml_dates_stay_strings(tmp_path: Path) -> None:
     assert load_pipeline(path).description == "2026-01-01"
 
 
+def test_yaml_on_and_yes_are_strings_and_only_true_false_are_booleans(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML's default) reads a join's "on:" key as the boolean True.
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "name: j\nsteps:\n"
+        "  - {name: a, source: {inline: {rows: [{k: 1, flag: yes, ok: true}]}}}\n"
+        "  - {name: b, source: {inline: {rows: [{k: 1}]}}}\n"
+        "  - {name: j, inputs: [a, b], transform: {join: {on: [{left: k, right: k}]}}}\n"
+        "  - {name: o, inputs: [j], sink: {discard: {}}}\n"
+    )
+    pipeline = load_pipeline(path)
+    assert [(k.left, k.right) for k in pipeline.steps[2].transform.join.on] == [("k", "k")]
+    row = pipeline.steps[0].source.inline.rows[0]
+    assert row["flag"] == "yes"
+    assert row["ok"] is True
+
+
 def test_bad_yaml_names_line_and_problem(tmp_path: Path) -> None:
     path = write(tmp_path, "p.yaml", "name: p\nsteps: [\n  {name: a,\n")
     with pytest.raises(SpecError) as info:

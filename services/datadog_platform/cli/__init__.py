@@ -7,7 +7,7 @@ services locally as separate processes.
 Exit codes (also shown by ``datadog --help``):
 
 - 0: success
-- 1: the run or backfill failed (or was cancelled)
+- 1: the run or backfill failed (or was cancelled), or a connection test failed
 - 2: usage error (bad command line)
 - 3: not found (pipeline, run, backfill, ...)
 - 4: invalid argument (unreadable or invalid pipeline file, or INVALID_ARGUMENT)

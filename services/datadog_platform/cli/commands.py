@@ -14,12 +14,16 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
+from google.protobuf import json_format
 
+from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
-from datadog_platform.cli import output
-from datadog_platform.cli.api import SchedulerClient
+from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
+from datadog_platform.cli import api, formats, output
+from datadog_platform.cli.api import ApiError, SchedulerClient
 from datadog_platform.cli.errors import CliError, ExitCode
 from datadog_platform.cli.progress import follow_run
+from datadog_platform.cli.settings import Settings
 from datadog_platform.cli.spec import SpecError, load_pipeline
 from datadog_platform.core.errors import FieldViolation
 
@@ -55,9 +59,9 @@ def create_pipeline(
     it is (and the user is told so) instead of failing with ALREADY_EXISTS.
     """
     try:
-        response = client.create_pipeline(pipeline, request_id)
-    except grpc.RpcError as exc:
-        if not (reuse_existing and exc.code() == grpc.StatusCode.ALREADY_EXISTS):  # type: ignore[attr-defined]
+        response = client.create_pipeline(pipeline, request_id=request_id)
+    except ApiError as exc:
+        if not (reuse_existing and exc.code == grpc.StatusCode.ALREADY_EXISTS):
             raise
         existing = client.get_pipeline(pipeline.name)
         emit(
@@ -86,7 +90,7 @@ def run_pipeline(
     Without ``wait`` only the run id is printed (handy in scripts). With it, the exit
     code is the run's outcome: 0 if it succeeded, 1 otherwise.
     """
-    run = client.run_pipeline(name, request_id, params)
+    run = client.run_pipeline(name, request_id=request_id, params=params)
     if not wait:
         emit([run.run_id])
         return ExitCode.OK
@@ -102,7 +106,7 @@ def retry_run(
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
 ) -> ExitCode:
     """Retry a finished run; with ``wait``, follow it as ``pipeline run --wait`` does."""
-    run = client.retry_run(run_id, request_id)
+    run = client.retry_run(run_id, request_id=request_id)
     if not wait:
         emit([f"run {run.run_id} {output.run_state_name(run.state)}"])
         return ExitCode.OK
@@ -124,8 +128,21 @@ def _follow(client: SchedulerClient, run: run_pb2.Run, wait_timeout: float) -> E
     return ExitCode.OK if final.state == run_pb2.RUN_STATE_SUCCEEDED else ExitCode.RUN_FAILED
 
 
+def connect(settings: Settings) -> SchedulerClient:
+    """A client of the scheduler with ``settings``' address, deadline, TLS and token."""
+    return api.connect(settings)
+
+
 def _client(args: argparse.Namespace) -> SchedulerClient:
-    return SchedulerClient(args.server, args.timeout)
+    return connect(args.settings)
+
+
+def _emit_as(args: argparse.Namespace, value: Any, table: Iterable[str]) -> None:
+    """Print ``value`` as JSON/YAML when ``-o`` asks for it, else the ``table`` lines."""
+    if formats.is_machine(args):
+        emit(formats.render(value, args.output))
+    else:
+        emit(table)
 
 
 def cmd_pipeline_create(args: argparse.Namespace) -> ExitCode:
@@ -140,7 +157,7 @@ def cmd_pipeline_update(args: argparse.Namespace) -> ExitCode:
     """``pipeline update -f FILE``: stores the file as the pipeline's next version."""
     pipeline = load_spec(args.file)
     with _client(args) as client:
-        response = client.update_pipeline(pipeline, args.request_id)
+        response = client.update_pipeline(pipeline, request_id=args.request_id)
     emit(output.updated_lines(response.pipeline, response.plan))
     return ExitCode.OK
 
@@ -202,16 +219,37 @@ def cmd_pipeline_unpause(args: argparse.Namespace) -> ExitCode:
 def cmd_pipeline_list(args: argparse.Namespace) -> ExitCode:
     """``pipeline list [--tag T ...] [--label K=V ...]``."""
     with _client(args) as client:
-        pipelines = client.list_pipelines(args.tag or (), dict(args.label or ()))
-    emit(output.pipeline_table(pipelines))
+        pipelines = list(client.list_pipelines(tags=args.tag or (), labels=dict(args.label or ())))
+    _emit_as(args, formats.items("pipelines", pipelines), output.pipeline_table(pipelines))
     return ExitCode.OK
 
 
 def cmd_pipeline_get(args: argparse.Namespace) -> ExitCode:
     """``pipeline get NAME``."""
     with _client(args) as client:
-        response = client.get_pipeline(args.name, args.version)
-    emit(output.pipeline_detail_lines(response.pipeline, response.plan))
+        response = client.get_pipeline(args.name, version=args.version)
+    _emit_as(args, response, output.pipeline_detail_lines(response.pipeline, response.plan))
+    return ExitCode.OK
+
+
+def cmd_pipeline_status(args: argparse.Namespace) -> ExitCode:
+    """``pipeline status NAME [--limit N]``: its schedule and its latest runs."""
+    with _client(args) as client:
+        pipeline = client.get_pipeline(args.name).pipeline
+        runs = list(client.list_runs(pipeline=args.name, limit=args.limit))
+    _emit_as(
+        args,
+        {"pipeline": pipeline, "runs": runs},
+        output.pipeline_status_lines(pipeline, runs),
+    )
+    return ExitCode.OK
+
+
+def cmd_schedule_list(args: argparse.Namespace) -> ExitCode:
+    """``schedule list``: the pipelines that have a schedule, with their next fire time."""
+    with _client(args) as client:
+        pipelines = [p for p in client.list_pipelines() if p.HasField("schedule")]
+    _emit_as(args, formats.items("pipelines", pipelines), output.schedule_table(pipelines))
     return ExitCode.OK
 
 
@@ -306,14 +344,16 @@ def _follow_backfill(
 def cmd_backfill_list(args: argparse.Namespace) -> ExitCode:
     """``backfill list [--pipeline NAME] [--limit N]``."""
     with _client(args) as client:
-        emit(output.backfill_table(client.list_backfills(args.pipeline, args.limit)))
+        backfills = list(client.list_backfills(pipeline=args.pipeline, limit=args.limit))
+    _emit_as(args, formats.items("backfills", backfills), output.backfill_table(backfills))
     return ExitCode.OK
 
 
 def cmd_backfill_get(args: argparse.Namespace) -> ExitCode:
     """``backfill get ID``."""
     with _client(args) as client:
-        emit(output.backfill_lines(client.get_backfill(args.backfill_id)))
+        backfill = client.get_backfill(args.backfill_id)
+    _emit_as(args, {"backfill": backfill}, output.backfill_lines(backfill))
     return ExitCode.OK
 
 
@@ -334,16 +374,26 @@ def cmd_run_status(args: argparse.Namespace) -> ExitCode:
     """``run status RUN_ID``: reports the status; exits 0 whatever the run's outcome."""
     with _client(args) as client:
         run = client.get_run(args.run_id)
-    emit(output.run_status_lines(run))
+    _emit_as(args, {"run": run}, output.run_status_lines(run))
     return ExitCode.OK
+
+
+def cmd_run_watch(args: argparse.Namespace) -> ExitCode:
+    """``run watch RUN_ID``: live progress until the run ends; 0 if it succeeded, else 1."""
+    with _client(args) as client:
+        return _follow(client, client.get_run(args.run_id), args.wait_timeout)
 
 
 def cmd_run_list(args: argparse.Namespace) -> ExitCode:
     """``run list [--pipeline NAME] [--state STATE ...] [--backfill ID] [--limit N]``."""
     states = [run_pb2.RunState.Value(f"RUN_STATE_{state}") for state in args.state or ()]
     with _client(args) as client:
-        runs = client.list_runs(args.pipeline, states, args.limit, args.backfill)
-    emit(output.run_table(runs))
+        runs = list(
+            client.list_runs(
+                pipeline=args.pipeline, states=states, limit=args.limit, backfill_id=args.backfill
+            )
+        )
+    _emit_as(args, formats.items("runs", runs), output.run_table(runs))
     return ExitCode.OK
 
 
@@ -355,27 +405,37 @@ def cmd_run_logs(args: argparse.Namespace) -> ExitCode:
     """
     with _client(args) as client:
         try:
-            _print_logs(client, args.run_id, args.stage, args.attempt, args.follow)
+            _print_logs(client, args.run_id, args.stage, args.attempt, args.follow, args.output)
         except KeyboardInterrupt:
             return ExitCode.OK  # stopping a follow is the normal way out
     return ExitCode.OK
 
 
 def _print_logs(
-    client: SchedulerClient, run_id: str, stage_id: str, wanted: int, follow: bool
+    client: SchedulerClient,
+    run_id: str,
+    stage_id: str,
+    wanted: int,
+    follow: bool,
+    fmt: str = formats.TABLE,
 ) -> None:
     attempt = wanted
     while True:
-        printed, next_attempt = _print_attempt(client, run_id, stage_id, attempt, follow)
+        printed, next_attempt = _print_attempt(client, run_id, stage_id, attempt, follow, fmt)
         if next_attempt is None or wanted:
             return
-        if printed:
+        if printed and fmt == formats.TABLE:
             emit([f"--- attempt {next_attempt} ---"])
         attempt = next_attempt
 
 
 def _print_attempt(
-    client: SchedulerClient, run_id: str, stage_id: str, attempt: int, follow: bool
+    client: SchedulerClient,
+    run_id: str,
+    stage_id: str,
+    attempt: int,
+    follow: bool,
+    fmt: str = formats.TABLE,
 ) -> tuple[int, int | None]:
     """Print an attempt's lines (0: the latest attempt); with ``follow``, until it ends.
 
@@ -387,9 +447,9 @@ def _print_attempt(
         # Looked up before the fetch: once the attempt had ended here, the fetch that
         # follows holds every line it wrote.
         stage = _stage_of(client.get_run(run_id), stage_id) if follow else None
-        response = client.list_stage_logs(run_id, stage_id, attempt, token)
+        response = client.stage_logs_page(run_id, stage_id, attempt=attempt, page_token=token)
         attempt = response.attempt
-        emit(output.log_line_text(line) for line in response.lines[seen:])
+        emit(_log_lines(response.lines[seen:], attempt, fmt))
         if response.next_page_token and response.next_page_token != token:
             token, seen = response.next_page_token, 0
             continue
@@ -403,6 +463,18 @@ def _print_attempt(
         time.sleep(POLL_SECONDS)
 
 
+def _log_lines(lines: Iterable[Any], attempt: int, fmt: str) -> Iterable[str]:
+    """Log lines as text, or (``-o json|yaml``) one JSON line / YAML document each, so that
+    ``--follow`` streams too."""
+    if fmt == formats.TABLE:
+        return (output.log_line_text(line) for line in lines)
+    return (
+        text
+        for line in lines
+        for text in formats.render_stream_item({"attempt": attempt, **formats.as_dict(line)}, fmt)
+    )
+
+
 def _stage_of(run: run_pb2.Run, stage_id: str) -> run_pb2.StageRun | None:
     return next((s for s in run.stages if s.stage_id == stage_id), None)
 
@@ -410,7 +482,7 @@ def _stage_of(run: run_pb2.Run, stage_id: str) -> run_pb2.StageRun | None:
 def cmd_run_cancel(args: argparse.Namespace) -> ExitCode:
     """``run cancel RUN_ID``: prints the run's new state; a finished run is an error (6)."""
     with _client(args) as client:
-        run = client.cancel_run(args.run_id, args.request_id)
+        run = client.cancel_run(args.run_id, request_id=args.request_id)
     emit([f"run {run.run_id} {output.run_state_name(run.state)}"])
     return ExitCode.OK
 
@@ -424,5 +496,114 @@ def cmd_run_retry(args: argparse.Namespace) -> ExitCode:
 def cmd_connector_list(args: argparse.Namespace) -> ExitCode:
     """``connector list``."""
     with _client(args) as client:
-        emit(output.connection_table(client.list_connections()))
+        connections = list(client.list_connections())
+    _emit_as(args, formats.items("connections", connections), output.connection_table(connections))
+    return ExitCode.OK
+
+
+def cmd_connector_test(args: argparse.Namespace) -> ExitCode:
+    """``connector test --connection NAME ... | -f PIPELINE_FILE``: 0 if every one works, else 1.
+
+    With a pipeline file, every connection its steps use is tested.
+    """
+    names = list(dict.fromkeys(args.connection or ()))
+    if args.file:
+        names += [n for n in connections_of(load_spec(args.file)) if n not in names]
+        if not names:
+            emit([f"{args.file}: uses no connection"])
+            return ExitCode.OK
+    if not names:
+        raise CliError("error: give --connection NAME or -f PIPELINE_FILE", ExitCode.USAGE)
+    with _client(args) as client:
+        results = [(name, client.test_connection(name)) for name in names]
+    value = {"results": [{"name": name, **formats.as_dict(r)} for name, r in results]}
+    _emit_as(args, value, output.connection_test_table(results))
+    return ExitCode.OK if all(r.ok for _, r in results) else ExitCode.RUN_FAILED
+
+
+def connections_of(pipeline: pipeline_pb2.Pipeline) -> list[str]:
+    """The connections a pipeline's sources and sinks use, in step order, once each.
+
+    A file step without one uses the connection named "local".
+    """
+    names: list[str] = []
+    for step in pipeline.steps:
+        kind = step.WhichOneof("kind")
+        if kind not in ("source", "sink"):
+            continue
+        spec = getattr(step, kind)
+        sub = spec.WhichOneof("kind")
+        if sub is None:
+            continue
+        settings = getattr(spec, sub)
+        if "connection" not in settings.DESCRIPTOR.fields_by_name:
+            continue  # inline, discard, artifact: no connection
+        name = settings.connection or ("local" if sub == "file" else "")
+        if name and name not in names:
+            names.append(name)
+    return names
+
+
+def cmd_connector_describe(args: argparse.Namespace) -> ExitCode:
+    """``connector describe (--step NAME -f PIPELINE_FILE | --source JSON)``: a source's columns."""
+    source = _source_to_describe(args)
+    with _client(args) as client:
+        response = client.describe_source(source)
+    columns = describe_columns(response)
+    del response.columns[:]
+    response.columns.extend(columns)
+    response.ClearField("schema")  # its columns say the same, readably
+    estimated = response.estimated_rows if response.HasField("estimated_rows") else None
+    _emit_as(args, response, output.columns_table(columns, estimated))
+    return ExitCode.OK
+
+
+def _source_to_describe(args: argparse.Namespace) -> step_pb2.SourceSpec:
+    if bool(args.source) == bool(args.step):
+        raise CliError(
+            "error: give either --step NAME with -f PIPELINE_FILE, or --source JSON",
+            ExitCode.USAGE,
+        )
+    if args.source:
+        try:
+            return json_format.Parse(args.source, step_pb2.SourceSpec())
+        except json_format.ParseError as exc:
+            raise CliError(
+                f"error: --source is not a SourceSpec: {output.one_line(str(exc))}",
+                ExitCode.INVALID_ARGUMENT,
+            ) from None
+    if not args.file:
+        raise CliError("error: --step needs -f PIPELINE_FILE", ExitCode.USAGE)
+    pipeline = load_spec(args.file)
+    step = next((s for s in pipeline.steps if s.name == args.step), None)
+    if step is None:
+        known = ", ".join(s.name for s in pipeline.steps) or "none"
+        raise CliError(
+            f"error: {args.file} has no step {args.step!r} (steps: {known})", ExitCode.NOT_FOUND
+        )
+    if step.WhichOneof("kind") != "source":
+        raise CliError(
+            f"error: step {args.step!r} of {args.file} is a {step.WhichOneof('kind')}, "
+            "not a source",
+            ExitCode.INVALID_ARGUMENT,
+        )
+    return step.source
+
+
+def describe_columns(response: pb.DescribeSourceResponse) -> list[pb.SourceColumn]:
+    """The response's columns, or (from a server that sends only the Arrow schema) its
+    schema's fields, with types in pyarrow's spelling."""
+    if response.columns or not response.schema.ipc_message:
+        return list(response.columns)
+    import pyarrow as pa  # only here: it would slow every other command's start
+
+    schema = pa.ipc.read_schema(pa.py_buffer(response.schema.ipc_message))
+    return [pb.SourceColumn(name=f.name, type=str(f.type), nullable=f.nullable) for f in schema]
+
+
+def cmd_transform_list(args: argparse.Namespace) -> ExitCode:
+    """``transform list``: every transform the executors run, with inputs and parameters."""
+    with _client(args) as client:
+        transforms = client.list_transform_types()
+    _emit_as(args, formats.items("transform_types", transforms), output.transform_table(transforms))
     return ExitCode.OK

@@ -30,11 +30,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.cli import commands
-from datadog_platform.cli.api import SchedulerClient
+from datadog_platform.cli.api import ApiError, SchedulerClient
 from datadog_platform.cli.errors import CliError, ExitCode, exit_code_for
 from datadog_platform.cli.output import rpc_error_lines
 from datadog_platform.core.config import DEFAULT_SCHEDULER_ADDRESS
-from datadog_platform.core.status import details_of
 
 DESCRIPTION = """\
 Start the connector, executor and scheduler on this machine as separate processes,
@@ -359,10 +358,10 @@ def _run_once(
 ) -> ExitCode:
     """Create (or reuse) the pipeline, run it with the ``--wait`` display, return its outcome."""
     try:
-        with SchedulerClient(scheduler, args.timeout) as client:
+        with SchedulerClient(scheduler, timeout=args.timeout) as client:
             name = commands.create_pipeline(client, pipeline, reuse_existing=True)
             return commands.run_pipeline(client, name, wait=True, wait_timeout=args.wait_timeout)
-    except grpc.RpcError as exc:
+    except ApiError as exc:
         # Report against the address actually used, not the global --server.
-        details = details_of(exc)
+        details = exc.details
         raise CliError(rpc_error_lines(details, scheduler), exit_code_for(details.code)) from None

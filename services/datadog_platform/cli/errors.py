@@ -23,11 +23,11 @@ class ExitCode(enum.IntEnum):
 EXIT_CODES_HELP = """\
 exit codes:
   0    success
-  1    the run or backfill failed (or was cancelled)
+  1    the run or backfill failed (or was cancelled), or a connection test failed
   2    usage error
   3    not found (pipeline, run, backfill, ...)
   4    invalid argument (unreadable or invalid pipeline file, INVALID_ARGUMENT)
-  5    the scheduler cannot be reached or did not answer in time
+  5    the scheduler cannot be reached or did not answer in time (or is unavailable)
   6    any other error
   130  interrupted
 """

@@ -5,6 +5,9 @@ and one ``  - <field>: <description>`` line per field violation, on standard err
 the process exits with the code listed in :mod:`datadog_platform.cli.errors`:
 0 ok, 1 run failed, 2 usage, 3 not found, 4 invalid argument, 5 scheduler unreachable
 or too slow, 6 anything else, 130 interrupted.
+
+Where to connect (address, deadline, TLS files, token) comes from flags, ``DATADOG_*``
+variables or a context of the config file: see :mod:`datadog_platform.cli.settings`.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from typing import Any
 import grpc
 
 from datadog_platform.cli import commands, db, dev
+from datadog_platform.cli.api import ApiError
+from datadog_platform.cli.completion import add_completion_parser
+from datadog_platform.cli.config_cmd import add_config_parser
 from datadog_platform.cli.errors import EXIT_CODES_HELP, CliError, ExitCode, exit_code_for
+from datadog_platform.cli.formats import add_output_flag
 from datadog_platform.cli.output import rpc_error_lines
-from datadog_platform.core.config import DEFAULT_SCHEDULER_ADDRESS, env_default
+from datadog_platform.cli.settings import add_connection_flags, positive_float, resolve
 from datadog_platform.core.status import details_of
 
 Handler = Callable[[argparse.Namespace], int]
@@ -37,20 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--server",
-        default=env_default("SERVER", DEFAULT_SCHEDULER_ADDRESS),
-        metavar="HOST:PORT",
-        help=f"scheduler address (env DATADOG_SERVER; default {DEFAULT_SCHEDULER_ADDRESS})",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=_positive_float,
-        # A string default goes through `type`, so a bad DATADOG_TIMEOUT is a usage error.
-        default=env_default("TIMEOUT", "10"),
-        metavar="SECONDS",
-        help="deadline of each call (env DATADOG_TIMEOUT; default 10)",
-    )
+    add_connection_flags(parser)
     areas = parser.add_subparsers(dest="area", metavar="COMMAND", required=True)
 
     pipeline = areas.add_parser("pipeline", help="create, change, show, run and backfill pipelines")
@@ -93,13 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="only pipelines with this label (repeatable)",
     )
+    add_output_flag(listing)
     listing.set_defaults(handler=commands.cmd_pipeline_list)
     get = pipeline_cmds.add_parser(
         "get", help="show a pipeline, its schedule, its steps and its plan"
     )
     get.add_argument("name")
     get.add_argument("--version", type=int, default=0, help="version to show (default: latest)")
+    add_output_flag(get)
     get.set_defaults(handler=commands.cmd_pipeline_get)
+    pipeline_status = pipeline_cmds.add_parser(
+        "status", help="show a pipeline's schedule and its latest runs"
+    )
+    pipeline_status.add_argument("name")
+    pipeline_status.add_argument(
+        "--limit",
+        type=_non_negative_int,
+        default=10,
+        metavar="N",
+        help="how many runs, newest first (default 10; 0: all)",
+    )
+    add_output_flag(pipeline_status)
+    pipeline_status.set_defaults(handler=commands.cmd_pipeline_status)
     run = pipeline_cmds.add_parser("run", help="start a run of a pipeline's latest version")
     run.add_argument("name")
     _add_params(run)
@@ -140,9 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = areas.add_parser("run", help="list, inspect, cancel and retry runs; read stage logs")
     run_cmds = runs.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
-    status = run_cmds.add_parser("status", help="show a run and each of its stages")
+    status = run_cmds.add_parser(
+        "status", aliases=["get"], help="show a run and each of its stages"
+    )
     status.add_argument("run_id", metavar="RUN_ID")
+    add_output_flag(status)
     status.set_defaults(handler=commands.cmd_run_status)
+    watch = run_cmds.add_parser(
+        "watch", help="show a run's progress live until it ends (exit 0 if it succeeded)"
+    )
+    watch.add_argument("run_id", metavar="RUN_ID")
+    watch.add_argument(
+        "--wait-timeout",
+        type=positive_float,
+        default=commands.DEFAULT_WAIT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to follow it (default 86400)",
+    )
+    watch.set_defaults(handler=commands.cmd_run_watch)
     run_list = run_cmds.add_parser("list", help="list runs, newest first")
     run_list.add_argument("--pipeline", default="", metavar="NAME", help="only this pipeline's")
     run_list.add_argument(
@@ -160,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_list.add_argument(
         "--limit", type=int, default=0, metavar="N", help="at most N runs (default: all)"
     )
+    add_output_flag(run_list)
     run_list.set_defaults(handler=commands.cmd_run_list)
     logs = run_cmds.add_parser("logs", help="print the log lines of a stage attempt")
     logs.add_argument("run_id", metavar="RUN_ID")
@@ -178,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep printing new lines until the attempt ends (without --attempt: "
         "and the stage's next attempts)",
     )
+    add_output_flag(logs)
     logs.set_defaults(handler=commands.cmd_run_logs)
     cancel = run_cmds.add_parser("cancel", help="cancel a run that has not finished")
     cancel.add_argument("run_id", metavar="RUN_ID")
@@ -200,9 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_list.add_argument(
         "--limit", type=int, default=0, metavar="N", help="at most N backfills (default: all)"
     )
+    add_output_flag(backfill_list)
     backfill_list.set_defaults(handler=commands.cmd_backfill_list)
     backfill_get = backfill_cmds.add_parser("get", help="show a backfill and its progress")
     backfill_get.add_argument("backfill_id", metavar="BACKFILL_ID")
+    add_output_flag(backfill_get)
     backfill_get.set_defaults(handler=commands.cmd_backfill_get)
     backfill_cancel = backfill_cmds.add_parser(
         "cancel", help="stop a backfill and cancel its unfinished runs"
@@ -210,12 +238,56 @@ def build_parser() -> argparse.ArgumentParser:
     backfill_cancel.add_argument("backfill_id", metavar="BACKFILL_ID")
     backfill_cancel.set_defaults(handler=commands.cmd_backfill_cancel)
 
-    connector = areas.add_parser("connector", help="inspect connections")
+    connector = areas.add_parser("connector", help="list and test connections; describe sources")
     connector_cmds = connector.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
     connections = connector_cmds.add_parser("list", help="list the configured connections")
+    add_output_flag(connections)
     connections.set_defaults(handler=commands.cmd_connector_list)
+    test = connector_cmds.add_parser(
+        "test", help="check that connections work (exit 1 if one does not)"
+    )
+    test.add_argument(
+        "--connection",
+        action="append",
+        metavar="NAME",
+        help="a connection configured on the connector service (repeatable)",
+    )
+    test.add_argument("-f", "--file", help="a pipeline file: test every connection its steps use")
+    add_output_flag(test)
+    test.set_defaults(handler=commands.cmd_connector_test)
+    describe = connector_cmds.add_parser(
+        "describe", help="show the columns and types a source produces, without reading it"
+    )
+    describe.add_argument("--step", metavar="NAME", help="a source step of the -f pipeline file")
+    describe.add_argument("-f", "--file", help="pipeline file (.yaml, .yml, .json) of --step")
+    describe.add_argument(
+        "--source",
+        metavar="JSON",
+        help='a SourceSpec as JSON, e.g. \'{"file": {"path": "a.csv", "format": '
+        '"FILE_FORMAT_CSV"}}\'',
+    )
+    add_output_flag(describe)
+    describe.set_defaults(handler=commands.cmd_connector_describe)
+
+    transform = areas.add_parser("transform", help="the transforms the executors run")
+    transform_cmds = transform.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    transforms = transform_cmds.add_parser(
+        "list", help="list transforms with their inputs and parameters"
+    )
+    add_output_flag(transforms)
+    transforms.set_defaults(handler=commands.cmd_transform_list)
+
+    schedule = areas.add_parser("schedule", help="the pipelines' schedules")
+    schedule_cmds = schedule.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True)
+    schedules = schedule_cmds.add_parser(
+        "list", help="list scheduled pipelines: cron, time zone, paused, next run"
+    )
+    add_output_flag(schedules)
+    schedules.set_defaults(handler=commands.cmd_schedule_list)
 
     db.add_db_parser(areas)
+    add_config_parser(areas)
+    add_completion_parser(areas)
 
     dev_parser = areas.add_parser(
         "dev",
@@ -232,7 +304,7 @@ def _add_wait(parser: argparse.ArgumentParser, text: str = "follow the run until
     parser.add_argument("--wait", action="store_true", help=text)
     parser.add_argument(
         "--wait-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=commands.DEFAULT_WAIT_TIMEOUT,
         metavar="SECONDS",
         help="how long --wait follows it (default 86400)",
@@ -300,16 +372,6 @@ def _add_request_id(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def run(argv: Sequence[str]) -> int:
     """Parse ``argv``, run the command and return its exit code; prints, never raises."""
     parser = build_parser()
@@ -319,10 +381,17 @@ def run(argv: Sequence[str]) -> int:
         return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     handler: Handler = args.handler
     try:
+        if getattr(args, "needs_server", True):
+            # Resolved once, here: flag > DATADOG_* variable > config context > default.
+            args.settings = resolve(args)
+            args.server, args.timeout = args.settings.server, args.settings.timeout
         return int(handler(args))
     except CliError as exc:
         _print_error(exc.lines)
         return exc.exit_code
+    except ApiError as exc:  # every call made through the SDK
+        _print_error(rpc_error_lines(exc.details, args.server))
+        return exit_code_for(exc.code)
     except grpc.RpcError as exc:
         details = details_of(exc)
         _print_error(rpc_error_lines(details, args.server))

@@ -641,6 +641,8 @@ def rpc_error_lines(details: RpcErrorDetails, server: str) -> list[str]:
         text = f"cannot reach the DataDog scheduler at {server}"
         if details.code == grpc.StatusCode.DEADLINE_EXCEEDED:
             text += ": no answer in time"
+    elif details.code == grpc.StatusCode.UNIMPLEMENTED and not details.reason:
+        text = f"the DataDog scheduler at {server} does not support this call (an older version?)"
     else:
         text = one_line(details.message) or "the call failed"
     suffix = f"({code}, {details.reason})" if details.reason else f"({code})"
@@ -650,3 +652,134 @@ def rpc_error_lines(details: RpcErrorDetails, server: str) -> list[str]:
 def one_line(text: str) -> str:
     """Collapse line breaks so that every error stays on one line."""
     return " ".join(text.split())
+
+
+def stage_elapsed(stage: run_pb2.StageRun, now: float | None = None) -> float | None:
+    """Seconds a stage has run (to its end, or to ``now``); None before it started."""
+    if not stage.start_time.seconds:
+        return None
+    end = _seconds(stage.end_time) if stage.end_time.seconds else (now or time.time())
+    return max(end - _seconds(stage.start_time), 0.0)
+
+
+def format_rate(count: float, seconds: float | None) -> str:
+    """``12,345/s``; ``-`` when nothing moved or no time passed."""
+    if not seconds or seconds <= 0 or not count:
+        return "-"
+    return f"{count / seconds:,.0f}/s"
+
+
+def format_bytes_rate(count: float, seconds: float | None) -> str:
+    """``12.3 MB/s``; ``-`` when nothing moved or no time passed."""
+    if not seconds or seconds <= 0 or not count:
+        return "-"
+    return f"{count / seconds / 1e6:,.1f} MB/s"
+
+
+def progress_table(run: run_pb2.Run, now: float | None = None) -> list[str]:
+    """What a terminal shows while waiting: the run line, then one row per stage
+    (state, attempt, rows, throughput, elapsed)."""
+    now = time.time() if now is None else now
+    lines = [progress_line(run, run_elapsed(run, now))]
+    rows = []
+    for stage in run.stages:
+        took = stage_elapsed(stage, now)
+        rows.append(
+            (
+                stage.stage_id,
+                stage_state_name(stage.state),
+                str(stage.attempt or "-"),
+                f"{stage.metrics.rows_read:,}",
+                f"{stage.metrics.rows_written:,}",
+                format_rate(stage.metrics.rows_read, took),
+                format_bytes_rate(stage.metrics.bytes_read, took),
+                format_duration(took) if took is not None else "-",
+            )
+        )
+    headers = ("STAGE", "STATE", "ATTEMPT", "READ", "WRITTEN", "ROWS/S", "MB/S", "ELAPSED")
+    if rows:
+        lines += table(headers, rows, indent="  ")
+    return lines
+
+
+def pipeline_status_lines(
+    pipeline: pipeline_pb2.Pipeline, runs: Sequence[run_pb2.Run]
+) -> list[str]:
+    """What ``pipeline status`` prints: the pipeline's schedule, then its latest runs."""
+    schedule = schedule_text(pipeline.schedule) if pipeline.HasField("schedule") else "-"
+    lines = [
+        f"Pipeline:  {pipeline.name} (version {pipeline.version})",
+        f"Schedule:  {schedule}",
+        f"Paused:    {'yes' if pipeline.paused else 'no'}",
+        f"Next run:  {next_run_text(pipeline)}",
+        "Latest runs:",
+    ]
+    return lines + ["  " + line for line in run_table(runs)]
+
+
+def schedule_table(pipelines: Sequence[pipeline_pb2.Pipeline]) -> list[str]:
+    """What ``schedule list`` prints: each scheduled pipeline and its next fire time."""
+    if not pipelines:
+        return ["no schedules"]
+    rows = [
+        (
+            p.name,
+            p.schedule.cron,
+            p.schedule.timezone or "UTC",
+            "on" if p.schedule.catchup else "off",
+            "yes" if p.paused else "no",
+            next_run_text(p),
+        )
+        for p in pipelines
+    ]
+    return table(("PIPELINE", "CRON", "TIMEZONE", "CATCHUP", "PAUSED", "NEXT RUN"), rows)
+
+
+def inputs_text(min_inputs: int, max_inputs: int) -> str:
+    """``1``, ``2``, ``1-3``, ``2+`` (max 0: no limit)."""
+    if max_inputs == 0:
+        return f"{min_inputs}+"
+    if min_inputs == max_inputs:
+        return str(min_inputs)
+    return f"{min_inputs}-{max_inputs}"
+
+
+def transform_table(transforms: Sequence[Any]) -> list[str]:
+    """What ``transform list`` prints; required parameters are marked with ``*``."""
+    if not transforms:
+        return ["no transforms"]
+    rows = [
+        (
+            t.name,
+            inputs_text(t.min_inputs, t.max_inputs),
+            "yes" if t.streaming else "no",
+            ", ".join(p.name + ("*" if p.required else "") for p in t.parameters) or "-",
+            one_line(t.description) or "-",
+        )
+        for t in sorted(transforms, key=lambda t: t.name)
+    ]
+    return table(("NAME", "INPUTS", "STREAMING", "PARAMETERS (* required)", "DESCRIPTION"), rows)
+
+
+def columns_table(columns: Sequence[Any], estimated_rows: int | None) -> list[str]:
+    """What ``connector describe`` prints: each column with its Arrow type."""
+    lines = table(
+        ("COLUMN", "TYPE", "NULLABLE"),
+        [(c.name, c.type, "yes" if c.nullable else "no") for c in columns],
+    )
+    if not columns:
+        lines = ["no columns"]
+    if estimated_rows is not None:
+        lines.append(f"estimated rows: {estimated_rows:,}")
+    return lines
+
+
+def connection_test_table(results: Sequence[tuple[str, Any]]) -> list[str]:
+    """What ``connector test`` prints: one row per connection tested."""
+    rows = []
+    for name, result in results:
+        text = one_line(result.message) or "-"
+        if not result.ok and result.reason:
+            text = f"{result.reason}: {text}"
+        rows.append((name, "ok" if result.ok else "FAILED", f"{result.latency_ms:.1f} ms", text))
+    return table(("CONNECTION", "RESULT", "LATENCY", "MESSAGE"), rows)

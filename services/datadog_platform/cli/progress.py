@@ -1,12 +1,13 @@
 """Follow a run with ``WatchRun`` and show its progress while it runs.
 
-On a terminal: one line rewritten in place (state, stages done/total, rows, elapsed),
-refreshed every second even between snapshots. Otherwise (pipes, logs, CI): one plain
-line per state change.
+On a terminal: a table redrawn in place (the run's state, then per stage its state,
+attempt, rows, throughput and elapsed time), refreshed every second even between
+snapshots. Otherwise (pipes, logs, CI): one plain line per state change.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 from typing import TextIO
@@ -14,31 +15,61 @@ from typing import TextIO
 import grpc
 
 from datadog_platform.api.scheduler.v1 import run_pb2
-from datadog_platform.cli.api import SchedulerClient
+from datadog_platform.cli.api import ApiError, SchedulerClient
 from datadog_platform.cli.errors import CliError, ExitCode
 from datadog_platform.cli.output import (
+    FINAL_STAGE_STATES,
     change_lines,
     is_final,
-    progress_line,
+    progress_table,
     run_elapsed,
     run_state_name,
 )
 
 _REFRESH_SECONDS = 1.0
-_CLEAR_LINE = "\r\x1b[2K"
+_UP = "\x1b[{}A"
+_CLEAR_DOWN = "\r\x1b[J"
 
 
-class _TerminalLine:
-    """A status line redrawn on each snapshot and by a ticker thread in between."""
+def fit(run: run_pb2.Run, height: int) -> tuple[run_pb2.Run, int]:
+    """``run`` with at most the stages that fit in ``height`` lines, unfinished ones first;
+    returns it and how many stages were left out."""
+    room = max(height - 4, 1)  # run line, table header, "more" line, the cursor's line
+    if len(run.stages) <= room + 1:
+        return run, 0
+    order = sorted(
+        range(len(run.stages)), key=lambda i: (run.stages[i].state in FINAL_STAGE_STATES, i)
+    )
+    keep = sorted(order[:room])
+    shown = run_pb2.Run()
+    shown.CopyFrom(run)
+    del shown.stages[:]
+    shown.stages.extend(run.stages[i] for i in keep)
+    return shown, len(run.stages) - room
+
+
+def screen_lines(run: run_pb2.Run, width: int, height: int, now: float | None = None) -> list[str]:
+    """The progress table for a terminal of ``width`` x ``height``: never wraps or scrolls,
+    so the next redraw can move back over it."""
+    shown, hidden = fit(run, height)
+    lines = progress_table(shown, now)
+    if hidden:
+        lines.append(f"  ... and {hidden} more finished stage{'s' if hidden != 1 else ''}")
+    return [line[: max(width - 1, 1)] for line in lines]
+
+
+class _TerminalTable:
+    """The progress table, redrawn on each snapshot and by a ticker thread in between."""
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._lock = threading.Lock()
         self._run: run_pb2.Run | None = None
+        self._drawn = 0  # lines on screen from the last draw
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="progress", daemon=True)
 
-    def __enter__(self) -> _TerminalLine:
+    def __enter__(self) -> _TerminalTable:
         self._ticker.start()
         return self
 
@@ -46,7 +77,7 @@ class _TerminalLine:
         self._stop.set()
         self._ticker.join()
         with self._lock:
-            if self._run is not None:
+            if self._drawn:
                 self._out.write("\n")
                 self._out.flush()
 
@@ -63,8 +94,13 @@ class _TerminalLine:
 
     def _draw(self) -> None:
         assert self._run is not None
-        self._out.write(_CLEAR_LINE + progress_line(self._run, run_elapsed(self._run)))
+        size = shutil.get_terminal_size(fallback=(100, 24))
+        lines = screen_lines(self._run, size.columns, size.lines)
+        # The cursor sits at the end of the last line drawn: go back to the first.
+        back = _UP.format(self._drawn - 1) if self._drawn > 1 else ""
+        self._out.write(back + _CLEAR_DOWN + "\n".join(lines))
         self._out.flush()
+        self._drawn = len(lines)
 
 
 def follow_run(
@@ -80,19 +116,19 @@ def follow_run(
     last: run_pb2.Run | None = None
     try:
         if tty:
-            with _TerminalLine(out) as line:
-                for run in client.watch_run(run_id, wait_timeout):
+            with _TerminalTable(out) as line:
+                for run in client.watch_run(run_id, timeout=wait_timeout):
                     line.show(run)
                     last = run
         else:
-            for run in client.watch_run(run_id, wait_timeout):
+            for run in client.watch_run(run_id, timeout=wait_timeout):
                 for text in change_lines(last, run, run_elapsed(run)):
                     print(text, file=out, flush=True)
                 last = run
-    except grpc.RpcError as exc:
+    except ApiError as exc:
         # Only the long watch deadline is the run's fault; anything else is reported
         # like every other failed call.
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and last is not None:  # type: ignore[attr-defined]
+        if exc.code == grpc.StatusCode.DEADLINE_EXCEEDED and last is not None:
             raise CliError(
                 f"error: run {run_id} did not finish within {wait_timeout:g}s; it goes on: "
                 f"datadog run status {run_id}",

@@ -22,17 +22,28 @@ class SpecError(Exception):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML loader that keeps dates and times as strings.
+    """Safe YAML loader that keeps dates and times as strings and reads booleans as
+    YAML 1.2 does.
 
     ``Timestamp`` fields and free text take RFC 3339 strings in the JSON mapping;
-    PyYAML would otherwise turn ``2026-01-01`` into a ``date`` the parser rejects.
+    PyYAML would otherwise turn ``2026-01-01`` into a ``date`` the parser rejects. And
+    PyYAML follows YAML 1.1, where ``on``/``off``/``yes``/``no`` are booleans, so a
+    join's ``on:`` key would become ``True``; only true/false are booleans here.
     """
 
 
+_BOOL = "tag:yaml.org,2002:bool"
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:timestamp", _BOOL)
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def load_pipeline(path: str | Path) -> pipeline_pb2.Pipeline:
