@@ -127,7 +127,8 @@ def pipeline(name: str, table: str) -> pipeline_pb2.Pipeline:
         {
             "name": name,
             "defaultRetry": {
-                "maxAttempts": 6,
+                # Enough attempts to outlast an executor restart on a loaded machine.
+                "maxAttempts": 30,
                 "initialBackoff": "0.5s",
                 "maxBackoff": "2s",
             },
