@@ -146,24 +146,69 @@ class BatchWriter(Protocol):
     def abort(self) -> None: ...
 
 
+#: Decoded batches that may wait for the writer thread. Receiving (gRPC, decoding on
+#: the event loop) then overlaps with encoding in the thread instead of alternating
+#: with it: a Parquet row-group flush takes tens of milliseconds, a frame ~1 ms.
+WRITE_QUEUE_BATCHES = 16
+
+
 async def drive_write(
     open_: Callable[[], BatchWriter], batches: AsyncIterator[pa.RecordBatch]
 ) -> tuple[int, str]:
     """Write every batch, then commit; any failure (or cancellation) aborts.
 
-    Returns the rows written and the committed location. The commit is shielded:
-    once the stream is complete it runs to its end, so a cancellation that arrives
-    then cannot leave a half-done commit.
+    Batches are handed to one writer task (in order, one worker-thread call at a
+    time) through a bounded queue, so the next batches are received while one is
+    written. Returns the rows written and the committed location. The commit is
+    shielded: once the stream is complete it runs to its end, so a cancellation
+    that arrives then cannot leave a half-done commit.
     """
     writer = await acquire(open_, lambda w: w.abort())
+    queue: asyncio.Queue[pa.RecordBatch | None] = asyncio.Queue(WRITE_QUEUE_BATCHES)
+    consumer = asyncio.ensure_future(_write_queued(writer, queue))
     try:
         async for batch in batches:
-            await asyncio.to_thread(writer.write, batch)
+            await _put(queue, batch, consumer)
+        await _put(queue, None, consumer)
+        await consumer
         location = await asyncio.shield(asyncio.to_thread(writer.commit))
     except BaseException:
+        consumer.cancel()
+        with contextlib.suppress(BaseException):
+            await consumer
+        # ``abort`` takes the writer's lock, so it waits for a write still running
+        # in a thread whose task was cancelled above.
         await cleanup(writer.abort)
         raise
     return writer.rows_written, location
+
+
+async def _write_queued(writer: BatchWriter, queue: asyncio.Queue[pa.RecordBatch | None]) -> None:
+    while (batch := await queue.get()) is not None:
+        await asyncio.to_thread(writer.write, batch)
+
+
+async def _put(
+    queue: asyncio.Queue[pa.RecordBatch | None],
+    item: pa.RecordBatch | None,
+    consumer: asyncio.Future[None],
+) -> None:
+    """Queue ``item``; raise the writer's error instead of waiting on a dead writer."""
+    if consumer.done():
+        consumer.result()  # raises the writer's error
+        raise RuntimeError("the writer ended before the stream")
+    if not queue.full():
+        queue.put_nowait(item)
+        return
+    put = asyncio.ensure_future(queue.put(item))
+    try:
+        await asyncio.wait({put, consumer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not put.done():
+            put.cancel()
+    if not put.done() or put.cancelled():
+        consumer.result()
+        raise RuntimeError("the writer ended before the stream")
 
 
 class AtomicFile:
