@@ -6,7 +6,9 @@ tests talk to them over real gRPC channels.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,30 @@ import pytest
 from datadog_platform.core.logging import configure_logging
 
 configure_logging("tests", "WARNING")
+
+#: The PostgreSQL server of the machine (trust auth); tests create their own databases.
+PG_ADMIN_URL = os.environ.get("DATADOG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped afterwards.
+
+    Fails (never skips) when the server cannot be reached.
+    """
+    import psycopg
+
+    name = f"datadog_test_{secrets.token_hex(6)}"
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL must run at {PG_ADMIN_URL} (trust auth): {exc}")
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=10) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

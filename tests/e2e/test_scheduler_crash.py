@@ -31,8 +31,7 @@ from datadog_platform.api.scheduler.v1 import scheduler_service_pb2_grpc as pb_g
 
 pytestmark = pytest.mark.e2e
 
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-DSN = f"{SERVER}/test"
+DSN = "postgresql://postgres@127.0.0.1:5432/test"
 ROWS = 1_500_000
 TERMINAL = {run_pb2.RUN_STATE_SUCCEEDED, run_pb2.RUN_STATE_FAILED, run_pb2.RUN_STATE_CANCELLED}
 
@@ -69,15 +68,6 @@ def target() -> Iterator[str]:
     name = f"crash_{uuid.uuid4().hex[:12]}"
     yield name
     sql(f"DROP TABLE IF EXISTS public.{name}")
-
-
-@pytest.fixture
-def pg_store() -> Iterator[str]:
-    """A fresh PostgreSQL database for the scheduler store; dropped afterwards."""
-    name = f"datadog_crash_{uuid.uuid4().hex[:8]}"
-    sql(f'CREATE DATABASE "{name}"')
-    yield f"{SERVER}/{name}"
-    sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -248,12 +238,12 @@ def test_executor_killed_mid_stage_is_retried(
 
 
 def test_two_schedulers_one_killed(
-    workdir: Path, connector: ServiceProcess, target: str, pg_store: str
+    workdir: Path, connector: ServiceProcess, target: str, pg_url: str
 ) -> None:
     exe = executor(workdir, connector, 0)
     lease = ("--lease-seconds", "2")
-    first = scheduler(workdir, pg_store, exe.address, connector, *lease, "--instance-id", "a")
-    second = scheduler(workdir, pg_store, exe.address, connector, *lease, "--instance-id", "b")
+    first = scheduler(workdir, pg_url, exe.address, connector, *lease, "--instance-id", "a")
+    second = scheduler(workdir, pg_url, exe.address, connector, *lease, "--instance-id", "b")
     try:
         run_id = start_run(first.address, pipeline(f"p_{target}", target))
         wait_for_progress(first.address, run_id)

@@ -9,21 +9,18 @@ registry), so the tests compare values before and after.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import grpc
-import psycopg
 import pytest
 import yaml
 from google.protobuf.json_format import ParseDict
@@ -49,7 +46,6 @@ EXAMPLE = REPO / "examples" / "csv_to_parquet.yaml"
 ORDERS = REPO / "examples" / "data" / "orders.csv"
 SCHEDULER = "datadog_platform.api.scheduler.v1.SchedulerService"
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-PG_ADMIN_URL = os.environ.get("DATADOG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @dataclass
@@ -58,19 +54,6 @@ class Stack:
     executor: Server
     scheduler: Server
     stub: SchedulerServiceStub
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards)."""
-    name = f"metrics_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture

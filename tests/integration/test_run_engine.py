@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 from google.protobuf.json_format import ParseDict
 
@@ -37,8 +35,6 @@ from datadog_platform.scheduler.runs import RunManager
 from datadog_platform.scheduler.store import Store, open_store
 
 pytestmark = pytest.mark.timeout(60)
-
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 def noop(name: str, after: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -88,25 +84,6 @@ class Gated:
         finally:
             self.open.discard(key)
             self.closed.append(key)
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    name = f"h2_engine_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL must run on 127.0.0.1:5432 (user postgres, db test): {exc}")
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN, timeout=10)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -7,13 +7,11 @@ Ticks take an explicit ``now`` (a fixed clock), so no test waits for time to pas
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from google.protobuf.json_format import ParseDict
 
@@ -31,7 +29,6 @@ from datadog_platform.scheduler.store import Store, open_store
 
 pytestmark = pytest.mark.timeout(60)
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 T0 = datetime(2024, 6, 1, 0, 10, tzinfo=UTC)
 
 
@@ -285,22 +282,6 @@ async def _count_is(store: Store, pipeline: str, count: int) -> bool:
 
 
 # --- two schedulers on one PostgreSQL database ----------------------------------------
-
-
-@pytest.fixture
-async def pg_url() -> AsyncIterator[str]:
-    name = f"h4_schedules_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    admin = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 async def test_two_schedulers_on_postgresql_never_duplicate_a_scheduled_run(

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import psycopg
 import pytest
 
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
@@ -52,26 +50,11 @@ from datadog_platform.scheduler.store import (
 from datadog_platform.scheduler.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from datadog_platform.scheduler.store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 
-PG_ADMIN_URL = os.environ.get("DATADOG_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
 T0 = datetime(2025, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 LEASE = T0 + timedelta(seconds=10)
 
 
 # --- fixtures ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A new, empty PostgreSQL database (dropped afterwards)."""
-    name = f"store_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
