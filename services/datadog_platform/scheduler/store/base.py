@@ -663,21 +663,13 @@ class Store(abc.ABC):
     ) -> list[Run]:
         """Up to ``limit`` runs, newest run id first; the keyword arguments filter when
         set (``before``: only run ids sorting before it)."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if pipeline:
-            clauses.append("pipeline = ?")
-            args.append(pipeline)
-        if states:
-            clauses.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(RunState(s).value for s in states)
-        if before:
-            clauses.append("run_id < ?")
-            args.append(before)
-        if backfill_id:
-            clauses.append("backfill_id = ?")
-            args.append(backfill_id)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        where, args = _page_filter(
+            "run_id",
+            pipeline=pipeline,
+            states=[RunState(s).value for s in states],
+            before=before,
+            backfill_id=backfill_id,
+        )
         return await self._read(
             lambda conn: self._runs(conn, f"{where}ORDER BY run_id DESC LIMIT ?", *args, limit)
         )
@@ -1075,18 +1067,12 @@ class Store(abc.ABC):
         states: Sequence[BackfillState] = (),
     ) -> list[Backfill]:
         """Up to ``limit`` backfills, newest id first, filtered like ``list_runs``."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        if pipeline:
-            clauses.append("pipeline = ?")
-            args.append(pipeline)
-        if states:
-            clauses.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(BackfillState(s).value for s in states)
-        if before:
-            clauses.append("backfill_id < ?")
-            args.append(before)
-        where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+        where, args = _page_filter(
+            "backfill_id",
+            pipeline=pipeline,
+            states=[BackfillState(s).value for s in states],
+            before=before,
+        )
         return await self._read(
             lambda conn: self._backfills(
                 conn, f"{where}ORDER BY backfill_id DESC LIMIT ?", *args, limit
@@ -1246,3 +1232,23 @@ __all__ = [
     "StoreError",
     "StoreLockedError",
 ]
+
+
+def _page_filter(
+    key: str, *, pipeline: str, states: Sequence[str], before: str, backfill_id: str = ""
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (or "") and its arguments of a newest-first listing by ``key``:
+    each filter applies when set; ``before`` continues after that key."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for clause, value in (("pipeline = ?", pipeline), ("backfill_id = ?", backfill_id)):
+        if value:
+            clauses.append(clause)
+            args.append(value)
+    if states:
+        clauses.append(f"state IN ({', '.join('?' * len(states))})")
+        args.extend(states)
+    if before:
+        clauses.append(f"{key} < ?")
+        args.append(before)
+    return (f"WHERE {' AND '.join(clauses)} " if clauses else ""), args
