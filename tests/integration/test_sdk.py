@@ -153,6 +153,22 @@ async def test_sync_client_creates_runs_and_reads_the_example(
     assert pq.read_table(data_root / "out" / "big_orders.parquet").num_rows == 35
 
 
+async def test_builder_without_a_client_uses_datadog_server(
+    scheduler_address: str, data_root: Path, example_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The seed's shape: Pipeline(...).create(), .run(wait=True), .status() with no client.
+    monkeypatch.setenv("DATADOG_SERVER", scheduler_address)
+
+    def scenario() -> None:
+        pipeline = example_builder()
+        assert pipeline.create().pipeline.version == 1
+        run = pipeline.run(wait=True, timeout=60)
+        assert run.state == run_pb2.RUN_STATE_SUCCEEDED, run
+        assert [r.run_id for r in pipeline.status()] == [run.run_id]
+
+    await asyncio.to_thread(scenario)
+
+
 async def test_sync_client_raises_api_errors_with_reason_and_violations(
     scheduler_address: str,
 ) -> None:

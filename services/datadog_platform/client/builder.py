@@ -9,7 +9,8 @@ YAML. A transformation or sink without ``inputs`` consumes the step added before
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Self, overload
 
 from google.protobuf import duration_pb2, json_format, message_factory
@@ -149,39 +150,54 @@ class Pipeline:
         return f"Pipeline({self.name!r}, steps=[{steps}])"
 
     # -- talking to the scheduler (sync client: results; AsyncClient: awaitables) --
+    # Without a client, each call opens a default Client (address from DATADOG_SERVER,
+    # else 127.0.0.1:50051) for its duration, so `Pipeline(...).create()` just works.
 
     @overload
-    def create(self, client: Client, *, request_id: str = "") -> pb.CreatePipelineResponse: ...
+    def create(
+        self, client: Client | None = None, *, request_id: str = ""
+    ) -> pb.CreatePipelineResponse: ...
     @overload
     def create(
         self, client: AsyncClient, *, request_id: str = ""
     ) -> Awaitable[pb.CreatePipelineResponse]: ...
-    def create(self, client: Client | AsyncClient, *, request_id: str = "") -> Any:
+    def create(self, client: Client | AsyncClient | None = None, *, request_id: str = "") -> Any:
         """Register the pipeline (version 1): it as stored and its plan."""
-        return client.create_pipeline(self, request_id=request_id)
+        if isinstance(client, AsyncClient):
+            return client.create_pipeline(self, request_id=request_id)
+        with _sync_client(client) as sync:
+            return sync.create_pipeline(self, request_id=request_id)
 
     @overload
-    def update(self, client: Client, *, request_id: str = "") -> pb.UpdatePipelineResponse: ...
+    def update(
+        self, client: Client | None = None, *, request_id: str = ""
+    ) -> pb.UpdatePipelineResponse: ...
     @overload
     def update(
         self, client: AsyncClient, *, request_id: str = ""
     ) -> Awaitable[pb.UpdatePipelineResponse]: ...
-    def update(self, client: Client | AsyncClient, *, request_id: str = "") -> Any:
+    def update(self, client: Client | AsyncClient | None = None, *, request_id: str = "") -> Any:
         """Store the spec as the pipeline's next version."""
-        return client.update_pipeline(self, request_id=request_id)
+        if isinstance(client, AsyncClient):
+            return client.update_pipeline(self, request_id=request_id)
+        with _sync_client(client) as sync:
+            return sync.update_pipeline(self, request_id=request_id)
 
     @overload
-    def validate(self, client: Client) -> pb.ValidatePipelineResponse: ...
+    def validate(self, client: Client | None = None) -> pb.ValidatePipelineResponse: ...
     @overload
     def validate(self, client: AsyncClient) -> Awaitable[pb.ValidatePipelineResponse]: ...
-    def validate(self, client: Client | AsyncClient) -> Any:
+    def validate(self, client: Client | AsyncClient | None = None) -> Any:
         """Check the spec on the server without storing it."""
-        return client.validate_pipeline(self)
+        if isinstance(client, AsyncClient):
+            return client.validate_pipeline(self)
+        with _sync_client(client) as sync:
+            return sync.validate_pipeline(self)
 
     @overload
     def run(
         self,
-        client: Client,
+        client: Client | None = None,
         *,
         wait: bool = True,
         params: Mapping[str, Any] | None = None,
@@ -198,7 +214,7 @@ class Pipeline:
     ) -> Awaitable[run_pb2.Run]: ...
     def run(
         self,
-        client: Client | AsyncClient,
+        client: Client | AsyncClient | None = None,
         *,
         wait: bool = True,
         params: Mapping[str, Any] | None = None,
@@ -208,8 +224,9 @@ class Pipeline:
         the run once final, within ``timeout`` seconds (default 24 hours), else at once."""
         if isinstance(client, AsyncClient):
             return self._run_async(client, wait, params, timeout)
-        run = client.run_pipeline(self.name, params=params)
-        return client.wait_for_run(run.run_id, timeout=timeout) if wait else run
+        with _sync_client(client) as sync:
+            run = sync.run_pipeline(self.name, params=params)
+            return sync.wait_for_run(run.run_id, timeout=timeout) if wait else run
 
     async def _run_async(
         self,
@@ -222,14 +239,15 @@ class Pipeline:
         return await client.wait_for_run(run.run_id, timeout=timeout) if wait else run
 
     @overload
-    def status(self, client: Client, *, limit: int = 10) -> list[run_pb2.Run]: ...
+    def status(self, client: Client | None = None, *, limit: int = 10) -> list[run_pb2.Run]: ...
     @overload
     def status(self, client: AsyncClient, *, limit: int = 10) -> Awaitable[list[run_pb2.Run]]: ...
-    def status(self, client: Client | AsyncClient, *, limit: int = 10) -> Any:
+    def status(self, client: Client | AsyncClient | None = None, *, limit: int = 10) -> Any:
         """The pipeline's latest ``limit`` runs, newest first."""
         if isinstance(client, AsyncClient):
             return self._status_async(client, limit)
-        return list(client.list_runs(pipeline=self.name, limit=limit))
+        with _sync_client(client) as sync:
+            return list(sync.list_runs(pipeline=self.name, limit=limit))
 
     async def _status_async(self, client: AsyncClient, limit: int) -> list[run_pb2.Run]:
         return [run async for run in client.list_runs(pipeline=self.name, limit=limit)]
@@ -284,3 +302,13 @@ def _duration(value: DurationLike, what: str) -> duration_pb2.Duration:
         duration.FromNanoseconds(round(value * 1_000_000_000))
         return duration
     return req.message(value, duration_pb2.Duration, what)
+
+
+@contextmanager
+def _sync_client(client: Client | None) -> Iterator[Client]:
+    """``client``, or a default one opened (and closed) around the call."""
+    if client is not None:
+        yield client
+        return
+    with Client() as own:
+        yield own
