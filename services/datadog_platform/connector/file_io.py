@@ -1,8 +1,8 @@
 """Blocking file work driven from asyncio, and atomic single-file writes.
 
-Reads: a blocking batch iterator is pulled one batch per worker-thread call, so
-cancellation lands between batches; closing waits for a batch being read rather
-than freeing the reader under it.
+Reads: a blocking batch iterator is pulled one batch per worker-thread call, one
+batch ahead of the consumer, so cancellation lands between batches; closing waits
+for a batch being read rather than freeing the reader under it.
 
 Writes: :class:`AtomicFile` makes a file appear whole or not at all. Locally it is
 written under a hidden temporary name beside the target, fsynced and renamed over
@@ -102,8 +102,27 @@ async def open_stream(open_: Callable[[], BlockingBatches]) -> AsyncIterator[Rec
 
 
 async def _pull(reader: BlockingBatches) -> AsyncIterator[pa.RecordBatch]:
-    while (batch := await asyncio.to_thread(reader.read_next)) is not None:
-        yield batch
+    """The reader's batches; from the second on, one is read ahead: the next batch is
+    decoded in a worker thread while the caller encodes and sends the current one
+    (measured: otherwise the read waits for the send and the send for the read). The
+    first is not, so a consumer taking one batch (a peek, a small limit) reads no more.
+    """
+    first = await asyncio.to_thread(reader.read_next)
+    if first is None:
+        return
+    yield first
+    ahead = asyncio.ensure_future(asyncio.to_thread(reader.read_next))
+    try:
+        while (batch := await ahead) is not None:
+            ahead = asyncio.ensure_future(asyncio.to_thread(reader.read_next))
+            yield batch
+    finally:
+        # A read in flight keeps running in its thread; ``close`` takes the reader's
+        # lock, so it waits for that read instead of freeing the file under it.
+        if not ahead.done():
+            ahead.cancel()
+        elif not ahead.cancelled():
+            ahead.exception()  # retrieved, so asyncio does not log it as never retrieved
 
 
 async def acquire(open_: Callable[[], T], release: Callable[[T], None]) -> T:

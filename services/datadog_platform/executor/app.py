@@ -16,7 +16,7 @@ from datadog_platform.core.health import (
 )
 from datadog_platform.core.metrics import MetricsEndpoint
 from datadog_platform.core.server import Server, ServiceRegistration
-from datadog_platform.executor.data_plane import GrpcDataPlane
+from datadog_platform.executor.data_plane import DEFAULT_READ_SPLITS, GrpcDataPlane
 from datadog_platform.executor.engine.query import DEFAULT_MEMORY_LIMIT, Engine, EngineConfig
 from datadog_platform.executor.metrics import SLOTS, MeteredExecutorServicer
 from datadog_platform.executor.stage import DEFAULT_SLOTS, StageRunner
@@ -41,6 +41,8 @@ class ExecutorConfig:
     slots: int = DEFAULT_SLOTS
     # DuckDB's memory limit for all stages together; blocking transforms spill beyond it.
     memory_limit: str = DEFAULT_MEMORY_LIMIT
+    # Tickets each source read is split into at most, read concurrently (1: unsplit).
+    read_splits: int = DEFAULT_READ_SPLITS
     # Where they spill; None: a temporary directory removed when the server stops.
     spill_dir: str | None = None
     #: ``host:port`` of the Prometheus endpoint ("" disables it; port 0 picks one).
@@ -57,7 +59,10 @@ async def build_server(config: ExecutorConfig, listen: str = "127.0.0.1:0") -> S
     """
     channel = insecure_channel(config.connector_address)
     data_plane = GrpcDataPlane(
-        channel, config.connector_address, timeout=config.stage_timeout_seconds
+        channel,
+        config.connector_address,
+        timeout=config.stage_timeout_seconds,
+        read_splits=config.read_splits,
     )
     engine = Engine(EngineConfig(memory_limit=config.memory_limit, spill_dir=config.spill_dir))
     runner = StageRunner(

@@ -16,6 +16,7 @@ from datadog_platform.core.config import (
 )
 from datadog_platform.core.runner import run_service
 from datadog_platform.executor.app import ExecutorConfig, build_server
+from datadog_platform.executor.data_plane import DEFAULT_READ_SPLITS
 from datadog_platform.executor.engine.query import DEFAULT_MEMORY_LIMIT, Engine, EngineConfig
 from datadog_platform.executor.stage import DEFAULT_SLOTS
 
@@ -61,10 +62,20 @@ def main(argv: list[str] | None = None) -> None:
         help="directory blocking transforms spill to (env DATADOG_EXECUTOR_SPILL_DIR; default a "
         "temporary directory removed on exit)",
     )
+    parser.add_argument(
+        "--read-splits",
+        type=int,
+        default=env_default("EXECUTOR_READ_SPLITS", str(DEFAULT_READ_SPLITS)),
+        help="splits (PlanRead tickets) a source read is divided into at most, read "
+        "concurrently in order; 1 reads each source with one stream "
+        f"(env DATADOG_EXECUTOR_READ_SPLITS; default {DEFAULT_READ_SPLITS})",
+    )
     add_common_flags(parser)
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error(f"--slots must be at least 1, not {args.slots}")
+    if args.read_splits < 1:
+        parser.error(f"--read-splits must be at least 1, not {args.read_splits}")
     try:  # a bad --memory-limit is a usage error, not a traceback at startup
         Engine(EngineConfig(memory_limit=args.memory_limit, spill_dir=args.spill_dir)).close()
     except (ValueError, OSError) as exc:
@@ -74,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         slots=args.slots,
         memory_limit=args.memory_limit,
         spill_dir=args.spill_dir,
+        read_splits=args.read_splits,
     )
     config.metrics_listen = resolve_metrics_listen(
         args.metrics_listen, args.listen, DEFAULT_EXECUTOR_METRICS_PORT
