@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -239,3 +240,22 @@ async def test_a_connector_that_does_not_answer_does_not_block_creation(tmp_path
         assert created.spec.version == 1
     finally:
         await store.close()
+
+
+def test_successive_snapshots_reconvert_only_the_stages_that_changed() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    stages = [StageRun(f"s{i}", (f"s{i}",)) for i in range(3)]
+    run = Run("r1", "p", 1, RunState.RUNNING, now, stages)
+    converted: dict = {}
+    first = run_pb(run, converted)
+    # The next snapshot: copies, one of them changed.
+    later = Run("r1", "p", 1, RunState.RUNNING, now, [copy.copy(s) for s in stages])
+    later.stages[1].state = StageState.SUCCEEDED
+    later.stages[1].attempt = 1
+    second = run_pb(later, converted)
+    assert second.stages[1].state == run_pb2.STAGE_STATE_SUCCEEDED
+    assert second.stages[1].attempt == 1
+    assert second.stages[0] == first.stages[0]
+    assert converted["s0"][0] is stages[0]  # unchanged: the first conversion is reused
+    assert converted["s1"][0] is later.stages[1]
+    assert second == run_pb(later)  # the same message as a conversion from scratch

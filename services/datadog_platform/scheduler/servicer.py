@@ -162,8 +162,10 @@ class SchedulerServicer(scheduler_service_pb2_grpc.SchedulerServiceServicer):
     async def WatchRun(
         self, request: pb.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchRunResponse]:
+        # Between snapshots of a large run few stages change: convert only those.
+        converted: dict[str, tuple[StageRun, run_pb2.StageRun]] = {}
         async for run in self._runs.watch(request.run_id):
-            yield pb.WatchRunResponse(run=run_pb(run))
+            yield pb.WatchRunResponse(run=run_pb(run, converted))
 
     async def ListRuns(
         self, request: pb.ListRunsRequest, context: grpc.aio.ServicerContext
@@ -380,8 +382,15 @@ def plan_pb(plan: Iterable[PlannedStage]) -> list[pipeline_pb2.PlannedStage]:
     ]
 
 
-def run_pb(run: Run) -> run_pb2.Run:
-    """The protobuf form of a domain run."""
+def run_pb(
+    run: Run, converted: dict[str, tuple[StageRun, run_pb2.StageRun]] | None = None
+) -> run_pb2.Run:
+    """The protobuf form of a domain run.
+
+    ``converted`` (stage id → the stage as last converted, and its message) lets
+    successive snapshots of one run reuse the messages of stages that did not change;
+    the snapshots are copies, so an unchanged stage compares equal.
+    """
     message = run_pb2.Run(
         run_id=run.run_id,
         pipeline=run.pipeline,
@@ -390,7 +399,7 @@ def run_pb(run: Run) -> run_pb2.Run:
         create_time=_timestamp(run.create_time),
         start_time=_timestamp(run.start_time),
         end_time=_timestamp(run.end_time),
-        stages=[stage_pb(s) for s in run.stages],
+        stages=[_stage_message(s, converted) for s in run.stages],
         error_message=run.error_message,
         request_id=run.request_id,
         trigger=run_pb2.RunTrigger.Value(f"RUN_TRIGGER_{run.trigger.value}"),
@@ -401,6 +410,19 @@ def run_pb(run: Run) -> run_pb2.Run:
     )
     for name, value in run.params.items():
         message.params[name].CopyFrom(value_of_json(value))
+    return message
+
+
+def _stage_message(
+    stage: StageRun, converted: dict[str, tuple[StageRun, run_pb2.StageRun]] | None
+) -> run_pb2.StageRun:
+    if converted is None:
+        return stage_pb(stage)
+    previous = converted.get(stage.stage_id)
+    if previous is not None and previous[0] == stage:
+        return previous[1]
+    message = stage_pb(stage)
+    converted[stage.stage_id] = (stage, message)
     return message
 
 
