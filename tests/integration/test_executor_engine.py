@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from executor_slots import wait_for_free_slot
 from google.protobuf import json_format
 from service_process import ServiceProcess
 
@@ -22,7 +22,6 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
 from datadog_platform.core.channels import insecure_channel
-from datadog_platform.core.status import details_of
 from datadog_platform.executor.app import ExecutorConfig, build_server
 
 
@@ -240,22 +239,7 @@ async def test_cancelling_mid_stream_stops_within_a_second(
     loop = asyncio.get_running_loop()
     started = loop.time()
     call.cancel()
-    probe = request(
-        {"name": "x", "source": {"inline": {"rows": [{"a": 1}]}}},
-        {"name": "y", "inputs": ["x"], "sink": {"discard": {}}},
-        stage="probe",
-    )
-    while True:  # the slot is freed once the stage has stopped and closed its streams
-        try:
-            events = await events_of(one_slot, probe)
-        except grpc.aio.AioRpcError as exc:
-            reason = details_of(exc).reason
-        else:
-            assert events[-1].WhichOneof("event") == "succeeded"
-            break
-        assert reason == "EXECUTOR_BUSY"
-        assert loop.time() - started < 1.0, "the stage did not stop within a second"
-        await asyncio.sleep(0.01)
+    await wait_for_free_slot(one_slot, started)
     assert loop.time() - started < 1.0
     await asyncio.sleep(0.5)  # the connector drops a cancelled write's temp file
     assert not await asyncio.to_thread(lambda: list(data_root.rglob("big.parquet")))

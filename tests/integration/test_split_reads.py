@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from executor_slots import wait_for_free_slot
 from google.protobuf import json_format
 
 from datadog_platform.api.common.v1 import step_pb2
@@ -26,7 +26,6 @@ from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
 from datadog_platform.connector.app import build_server as build_connector
 from datadog_platform.connector.config import parse_config
 from datadog_platform.core.channels import insecure_channel
-from datadog_platform.core.status import details_of
 from datadog_platform.executor.app import ExecutorConfig
 from datadog_platform.executor.app import build_server as build_executor
 from datadog_platform.executor.data_plane import GrpcDataPlane
@@ -211,22 +210,7 @@ async def test_cancelling_mid_split_read_closes_every_stream_within_a_second(
     loop = asyncio.get_running_loop()
     started = loop.time()
     call.cancel()
-    probe = request(
-        {"name": "x", "source": {"inline": {"rows": [{"a": 1}]}}},
-        {"name": "y", "inputs": ["x"], "sink": {"discard": {}}},
-        stage="probe",
-    )
-    while True:  # the slot is freed once the stage has stopped and closed its streams
-        try:
-            events = [event async for event in executor.ExecuteTask(probe, timeout=10)]
-        except grpc.aio.AioRpcError as exc:
-            reason = details_of(exc).reason
-        else:
-            assert events[-1].WhichOneof("event") == "succeeded"
-            break
-        assert reason == "EXECUTOR_BUSY"
-        assert loop.time() - started < 1.0, "the stage did not stop within a second"
-        await asyncio.sleep(0.01)
+    await wait_for_free_slot(executor, started)
     while open_fds(source_path):  # the connector closes each split's file
         assert loop.time() - started < 1.0, "a split's stream stayed open"
         await asyncio.sleep(0.01)
