@@ -8,7 +8,6 @@ runs to finish.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,23 +65,6 @@ def partitions(root: Path, *days: int) -> None:
     (root / "in").mkdir(exist_ok=True)
     for d in days:
         (root / "in" / f"2024-06-{d:02d}.csv").write_text(f"id,day\n1,{d}\n")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(tmp_path / "scheduler.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def runs(store: Store, executor_address: str) -> AsyncIterator[RunManager]:
-    dispatcher = ExecutorDispatcher(executor_address)
-    manager = RunManager(store, dispatcher, instance_id="backfill-test")
-    await manager.start()
-    yield manager
-    await manager.close()
-    await dispatcher.close()
 
 
 @pytest.fixture

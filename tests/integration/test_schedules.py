@@ -7,7 +7,7 @@ Ticks take an explicit ``now`` (a fixed clock), so no test waits for time to pas
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -56,22 +56,9 @@ def scheduled(name: str, cron: str, **schedule: Any) -> pipeline_pb2.Pipeline:
     )
 
 
-@pytest.fixture
-async def store(tmp_path: Path, data_root: Path) -> AsyncIterator[Store]:
+@pytest.fixture(autouse=True)
+def input_file(data_root: Path) -> None:
     (data_root / "in.csv").write_text("id,amount\n1,5\n2,7\n")
-    opened = await open_store(tmp_path / "scheduler.db")
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def runs(store: Store, executor_address: str) -> AsyncIterator[RunManager]:
-    dispatcher = ExecutorDispatcher(executor_address)
-    manager = RunManager(store, dispatcher, instance_id="ticker-test")
-    await manager.start()
-    yield manager
-    await manager.close()
-    await dispatcher.close()
 
 
 async def scheduled_runs(store: Store, pipeline: str) -> list[Run]:
