@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +86,17 @@ def test_scripts_parse_in_their_shell_where_it_is_installed(shell: str) -> None:
     text = script(build_parser(), shell)
     done = subprocess.run([binary, "-n"], input=text, capture_output=True, text=True)
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_a_closed_pipe_ends_the_cli_quietly() -> None:
+    # `datadog completion bash | head -1`: the reader goes away before the CLI is done.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "datadog_platform.cli.main", "completion", "bash"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert b"Traceback" not in err
+    assert process.returncode == 141

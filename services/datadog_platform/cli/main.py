@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -410,7 +412,13 @@ def _print_error(lines: Sequence[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; with no ``argv`` it reads ``sys.argv`` and exits."""
-    code = run(sys.argv[1:] if argv is None else argv)
+    try:
+        code = run(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # The reader went away (`datadog run list | head`): stop quietly, as Unix tools
+        # do. Point stdout at devnull so the interpreter's final flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 128 + signal.SIGPIPE  # what a shell reports for a tool killed by SIGPIPE
     if argv is None:
         sys.exit(code)
     return code
