@@ -204,10 +204,15 @@ async def test_cancelling_mid_split_read_closes_every_stream_within_a_second(
     async for event in call:
         if event.WhichOneof("event") == "progress" and event.progress.metrics.rows_written:
             break
-    # Every split's stream is open at the connector (one file handle each).
+    # Every split's stream is open at the connector (one file handle each); on a
+    # loaded machine the last one may open a moment after the first rows are written.
+    loop = asyncio.get_running_loop()
+    opened = loop.time()
+    while open_fds(source_path) < SPLITS:
+        assert loop.time() - opened < 10, f"{open_fds(source_path)} of {SPLITS} splits open"
+        await asyncio.sleep(0.01)
     assert open_fds(source_path) == SPLITS
 
-    loop = asyncio.get_running_loop()
     started = loop.time()
     call.cancel()
     await wait_for_free_slot(executor, started)
