@@ -524,7 +524,8 @@ async def test_connector_source_into_discard() -> None:
 
 
 async def test_a_quick_stage_sends_its_lines_in_one_event_before_the_outcome() -> None:
-    events = await events_of(MemoryDataPlane(batches(2)), good_steps())
+    # A long interval: on a loaded machine even a quick stage may outlast the default.
+    events = await events_of(MemoryDataPlane(batches(2)), good_steps(), interval=30)
     logs = [e for e in events if isinstance(e, TaskLog)]
     assert len(logs) == 1
     assert events[-2] is logs[0]
@@ -543,7 +544,8 @@ async def test_a_quick_stage_sends_its_lines_in_one_event_before_the_outcome() -
 async def test_a_long_stage_sends_its_first_line_early() -> None:
     events = await events_of(MemoryDataPlane(batches(10), delay=0.02), good_steps(), interval=0.05)
     kinds = [type(e) for e in events]
-    assert kinds.count(TaskLog) == 2
+    # The first line goes out early; how the rest batch up depends on timing.
+    assert kinds.count(TaskLog) >= 2
     assert kinds.index(TaskLog) < kinds.index(TaskProgress)
     assert lines_of(events)[0][2].startswith("stage 'out' attempt 2 started")
 
