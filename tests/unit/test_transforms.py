@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
+from datadog_platform.core.arrow_types import parse_arrow_type
 from datadog_platform.core.expressions import sandboxed_connection
 from datadog_platform.executor.transforms import TRANSFORM_ERROR, TransformError
-from datadog_platform.executor.transforms.arrow_types import parse_arrow_type
 from datadog_platform.executor.transforms.registry import (
     TRANSFORM_KINDS,
     SqlContext,

@@ -3,9 +3,9 @@
 Paths extend the step's, e.g. ``pipeline.steps[3].transform.join.on``. What needs the
 data (an unknown column, a type mismatch) is the executor's to report when the stage
 binds its inputs; here: required fields, lists that must not be empty or repeat
-themselves, SQL that must parse (:mod:`sql_checks`), Arrow type strings
-(:mod:`arrow_types`), bounds, and the rules of checks (QUARANTINE only on row checks
-and only with a quarantine sink).
+themselves, SQL that must parse (:mod:`sql_checks`), Arrow type strings (the
+executor's own parser, :mod:`datadog_platform.core.arrow_types`), bounds, and the rules
+of checks (QUARANTINE only on row checks and only with a quarantine sink).
 
 Regular expressions of regex checks are compiled with Python's ``re``, close enough to
 RE2 (the executor's) to catch a malformed pattern; RE2 refuses a few constructs that
@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from google.protobuf import struct_pb2
 
 from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.core.arrow_types import parse_arrow_type
 from datadog_platform.core.errors import FieldViolation
-from datadog_platform.scheduler.arrow_types import parse_arrow_type
 from datadog_platform.scheduler.sql_checks import (
     ExpressionKind,
     expression_problem,

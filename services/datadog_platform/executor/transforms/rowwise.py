@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.core.arrow_types import parse_arrow_type
 from datadog_platform.core.tasks import CheckResult
-from datadog_platform.executor.transforms.arrow_types import parse_arrow_type
 from datadog_platform.executor.transforms.base import SqlContext
 from datadog_platform.executor.transforms.errors import TransformError
 from datadog_platform.executor.transforms.sql import (
