@@ -12,6 +12,7 @@ from google.protobuf import json_format, struct_pb2
 
 from datadog_platform.api.common.v1 import connection_pb2, task_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
+from datadog_platform.core.connection_refs import connection_references
 from datadog_platform.core.errors import DomainError, FieldViolation
 from datadog_platform.scheduler.domain import (
     Backfill,
@@ -27,7 +28,6 @@ from datadog_platform.scheduler.domain import (
 )
 from datadog_platform.scheduler.pipelines import (
     PipelineRegistry,
-    connection_references,
     invalid_spec,
     without_output_fields,
 )

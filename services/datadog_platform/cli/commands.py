@@ -25,6 +25,7 @@ from datadog_platform.cli.errors import CliError, ExitCode
 from datadog_platform.cli.progress import follow_run
 from datadog_platform.cli.settings import Settings
 from datadog_platform.cli.spec import SpecError, load_pipeline
+from datadog_platform.core.connection_refs import connection_references
 from datadog_platform.core.errors import FieldViolation
 
 DEFAULT_WAIT_TIMEOUT = 86400.0
@@ -522,26 +523,9 @@ def cmd_connector_test(args: argparse.Namespace) -> ExitCode:
 
 
 def connections_of(pipeline: pipeline_pb2.Pipeline) -> list[str]:
-    """The connections a pipeline's sources and sinks use, in step order, once each.
-
-    A file step without one uses the connection named "local".
-    """
-    names: list[str] = []
-    for step in pipeline.steps:
-        kind = step.WhichOneof("kind")
-        if kind not in ("source", "sink"):
-            continue
-        spec = getattr(step, kind)
-        sub = spec.WhichOneof("kind")
-        if sub is None:
-            continue
-        settings = getattr(spec, sub)
-        if "connection" not in settings.DESCRIPTOR.fields_by_name:
-            continue  # inline, discard, artifact: no connection
-        name = settings.connection or ("local" if sub == "file" else "")
-        if name and name not in names:
-            names.append(name)
-    return names
+    """The connections a pipeline's sources and sinks use, in step order, once each
+    (a file step without one uses "local"; templated names are known only at run time)."""
+    return list(dict.fromkeys(name for _, name in connection_references(pipeline)))
 
 
 def cmd_connector_describe(args: argparse.Namespace) -> ExitCode:

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
-from datadog_platform.api.common.v1 import connection_pb2, step_pb2
+from datadog_platform.api.common.v1 import connection_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
+from datadog_platform.core.connection_refs import connection_references
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.page_tokens import decode_page_token, encode_page_token
@@ -50,7 +51,6 @@ CONNECTION_CHECK_SECONDS = 3.0
 #: Fields a client may send but the registry sets (ignored on input).
 OUTPUT_ONLY_FIELDS = ("version", "create_time", "update_time", "paused", "next_run_time")
 #: The connection an empty ``file`` connection name stands for.
-DEFAULT_FILE_CONNECTION = "local"
 _CONNECTIONS_PAGE_SIZE = 1000
 _MAX_NAMES_IN_MESSAGE = 10
 
@@ -273,32 +273,6 @@ def without_output_fields(spec: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
     for name in OUTPUT_ONLY_FIELDS:
         clean.ClearField(name)
     return clean
-
-
-def connection_references(spec: pipeline_pb2.Pipeline) -> list[tuple[str, str]]:
-    """(field path, connection name) of every connection the spec's steps name.
-
-    An empty file connection stands for "local"; empty other names (refused by
-    validation) and templated names (known only at run time) are left out.
-    """
-    found: list[tuple[str, str]] = []
-    for index, step in enumerate(spec.steps):
-        kind = step.WhichOneof("kind")
-        if kind not in ("source", "sink"):
-            continue
-        container = getattr(step, kind)
-        sub = container.WhichOneof("kind")
-        if sub is None:
-            continue
-        options = getattr(container, sub)
-        if "connection" not in options.DESCRIPTOR.fields_by_name:
-            continue
-        name = options.connection
-        if not name and isinstance(options, step_pb2.FileSource | step_pb2.FileSink):
-            name = DEFAULT_FILE_CONNECTION
-        if name and "{{" not in name and "{%" not in name:
-            found.append((f"pipeline.steps[{index}].{kind}.{sub}.connection", name))
-    return found
 
 
 def invalid_spec(violations: Sequence[FieldViolation]) -> DomainError:
