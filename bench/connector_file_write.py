@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +33,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from connector_postgres import generate
+from service_process import Service
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
@@ -54,20 +54,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def generate(scale: float, data_dir: Path) -> Path:
-    """lineitem at ``scale`` as Parquet (cached in ``data_dir``)."""
-    out = data_dir / f"tpch-sf{scale:g}"
-    path = out / "lineitem.parquet"
-    if not path.exists():
-        out.mkdir(parents=True, exist_ok=True)
-        log(f"generating TPC-H lineitem at scale {scale:g} into {out} ...")
-        tpchgen = Path(sys.executable).with_name("tpchgen-cli")
-        command = [str(tpchgen) if tpchgen.exists() else "tpchgen-cli", "parquet"]
-        command += ["-s", f"{scale:g}", "--tables=lineitem", f"--output-dir={out}"]
-        subprocess.run(command, check=True)
-    return path
-
-
 def load(parquet: Path) -> tuple[pa.Schema, list[pa.RecordBatch]]:
     """The table as ~1 MiB batches with plain strings and no field metadata.
 
@@ -83,36 +69,17 @@ def load(parquet: Path) -> tuple[pa.Schema, list[pa.RecordBatch]]:
     return schema, list(split_by_bytes(table.to_batches(max_chunksize=65_536)))
 
 
-class Connector:
-    """``python -m datadog_platform.connector.main`` with one file connection ``out``."""
-
-    def __init__(self, out_dir: Path, workdir: Path) -> None:
-        config = workdir / "connector.yaml"
-        connections = {"out": {"type": "file", "root": str(out_dir)}}
-        config.write_text(yaml.safe_dump({"connections": connections}))
-        module = "datadog_platform.connector.main"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "--listen", "127.0.0.1:0", "--config", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=(workdir / "connector.log").open("a"),
-            text=True,
-            env={**os.environ, "DATADOG_LOG_LEVEL": "WARNING"},
-        )
-        assert self.process.stdout is not None
-        match = re.search(r"listening on (\S+)", self.process.stdout.readline())
-        if not match:
-            self.process.kill()
-            raise SystemExit(
-                f"the connector did not start:\n{(workdir / 'connector.log').read_text()}"
-            )
-        self.address = match.group(1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+def start_connector(out_dir: Path, workdir: Path) -> Service:
+    """The connector service as a process, with one file connection ``out``."""
+    config = workdir / "connector.yaml"
+    connections = {"out": {"type": "file", "root": str(out_dir)}}
+    config.write_text(yaml.safe_dump({"connections": connections}))
+    return Service(
+        "datadog_platform.connector.main",
+        "--config",
+        str(config),
+        logfile=workdir / "connector.log",
+    )
 
 
 def frames(
@@ -221,7 +188,7 @@ def main() -> None:
             "pyarrow ParquetWriter, in process",
             lambda: pyarrow_write(schema, batches, baseline_out),
         )
-        connector = Connector(out_dir, workdir)
+        connector = start_connector(out_dir, workdir)
         try:
             best = float("inf")
             for attempt in range(args.repeat):
