@@ -5,16 +5,5 @@ DuckDB SELECT over its inputs, or as a Python batch operator (cast, check).
 """
 
 from datadog_platform.executor.transforms.errors import TRANSFORM_ERROR, TransformError
-from datadog_platform.executor.transforms.legacy import (
-    BatchTransform,
-    FilterTransform,
-    bind_transform,
-)
 
-__all__ = [
-    "TRANSFORM_ERROR",
-    "BatchTransform",
-    "FilterTransform",
-    "TransformError",
-    "bind_transform",
-]
+__all__ = ["TRANSFORM_ERROR", "TransformError"]
