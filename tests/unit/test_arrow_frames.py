@@ -8,12 +8,15 @@ import pyarrow as pa
 import pytest
 
 from datadog_platform.api.common.v1 import arrow_pb2
+from datadog_platform.api.connector.v1 import connector_service_pb2 as connector_pb
 from datadog_platform.core.arrow_frames import (
     TARGET_BATCH_BYTES,
     StreamCounter,
+    batch_frames,
     decode_batch,
     decode_schema,
     encode_batch,
+    encode_batch_frame,
     encode_schema,
     incomplete_stream_error,
     protocol_error,
@@ -145,3 +148,39 @@ def test_protocol_and_incomplete_errors() -> None:
     error = incomplete_stream_error(counter)
     assert (error.code, error.reason) == (ErrorCode.UNAVAILABLE, "ARROW_STREAM_INCOMPLETE")
     assert "5 rows" in error.message
+
+
+@pytest.mark.parametrize("rows", [0, 1, 100, 20_000])
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [(connector_pb.ReadResponse, "record_batch"), (connector_pb.WriteRequest, "record_batch")],
+)
+def test_encoded_frame_is_the_generated_message_byte_for_byte(
+    rows: int, message: type, field: str
+) -> None:
+    batch = _batch(rows)
+    number = message.DESCRIPTOR.fields_by_name[field].number
+    frame, ipc_bytes = encode_batch_frame(batch, number)
+    expected = message()
+    encode_batch(batch, into=getattr(expected, field))
+    assert frame == expected.SerializeToString()
+    assert ipc_bytes == len(getattr(expected, field).ipc_message)
+    parsed = message.FromString(frame)
+    assert decode_batch(getattr(parsed, field), SCHEMA).equals(batch)
+
+
+async def test_batch_frames_slice_encode_and_count_in_order() -> None:
+    batches = [_batch(3), _batch(0), pa.concat_batches([_batch(40_000)] * 3), _batch(7)]
+
+    async def source():
+        for batch in batches:
+            yield batch
+
+    counter = StreamCounter()
+    frames = [f async for f in batch_frames(source(), counter, 2)]
+    decoded = [
+        decode_batch(connector_pb.ReadResponse.FromString(f).record_batch, SCHEMA) for f in frames
+    ]
+    assert len(frames) > 4  # the big batch went out in ~1 MiB slices
+    assert pa.Table.from_batches(decoded).equals(pa.Table.from_batches(batches))
+    assert (counter.rows, counter.batches) == (sum(b.num_rows for b in batches), len(frames))

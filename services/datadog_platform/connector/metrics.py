@@ -50,11 +50,12 @@ class MeteredConnectorServicer(ConnectorServicer):
 
     async def Read(
         self, request: pb.ReadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ReadResponse]:
+    ) -> AsyncIterator[pb.ReadResponse | bytes]:
         """The read stream, as the plain servicer sends it."""
         async with aclosing(super().Read(request, context)) as responses:
             async for response in responses:
-                if response.WhichOneof("frame") == "complete":
+                # bytes are pre-encoded record batches; totals come with "complete".
+                if type(response) is not bytes and response.WhichOneof("frame") == "complete":
                     done = response.complete
                     _count("read", self._type_of_source(request), done.total_rows, done.total_bytes)
                 yield response

@@ -43,13 +43,12 @@ from datadog_platform.connector.config import (
 )
 from datadog_platform.core.arrow_frames import (
     StreamCounter,
+    batch_frames,
     decode_batch,
     decode_schema,
-    encode_batch,
     encode_schema,
     incomplete_stream_error,
     protocol_error,
-    split_by_bytes,
 )
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
@@ -59,6 +58,7 @@ SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConnectorService"]
 #: Upper bound on one TestConnection check; connectors have their own, shorter timeouts.
 TEST_TIMEOUT_SECONDS = 30.0
 INLINE_CONNECTION = "inline"
+_RECORD_BATCH_FIELD = pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
 
 log = get_logger(__name__)
 
@@ -178,19 +178,16 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
 
     async def Read(
         self, request: pb.ReadRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ReadResponse]:
+    ) -> AsyncIterator[pb.ReadResponse | bytes]:
         scope = ReadScope(tuple(request.columns), request.predicate)
         async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
             connection, source = picked
             async with connection.read(source, scope, request.ticket) as stream:
                 yield pb.ReadResponse(schema=encode_schema(stream.schema))
                 counter = StreamCounter()
-                async for batch in stream.batches:
-                    # Connectors may hand over big batches; frames stay near ~1 MiB.
-                    for piece in split_by_bytes([batch]):
-                        response = pb.ReadResponse()
-                        encode_batch(piece, counter, into=response.record_batch)
-                        yield response
+                # Pre-encoded ReadResponse frames, ~1 MiB each, encoded off the loop.
+                async for frame in batch_frames(stream.batches, counter, _RECORD_BATCH_FIELD):
+                    yield frame
                 yield pb.ReadResponse(complete=counter.complete())
 
     # ------------------------------------------------------------------ writes

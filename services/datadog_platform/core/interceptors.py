@@ -64,25 +64,37 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method, bound),
                 handler.request_deserializer,
-                handler.response_serializer,
+                _pass_encoded(handler.response_serializer),
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 _wrap_unary(handler.stream_unary, method, bound),
                 handler.request_deserializer,
-                handler.response_serializer,
+                _pass_encoded(handler.response_serializer),
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method, bound),
                 handler.request_deserializer,
-                handler.response_serializer,
+                _pass_encoded(handler.response_serializer),
             )
         return grpc.stream_stream_rpc_method_handler(
             _wrap_stream(handler.stream_stream, method, bound),
             handler.request_deserializer,
-            handler.response_serializer,
+            _pass_encoded(handler.response_serializer),
         )
+
+
+def _pass_encoded(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """``serializer``, except that a response already encoded (``bytes``) goes as is:
+    hot streams build their messages off the event loop (``arrow_frames.batch_frames``)."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message if type(message) is bytes else serializer(message)
+
+    return serialize
 
 
 def correlation_metadata(
