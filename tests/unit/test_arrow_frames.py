@@ -11,6 +11,7 @@ from datadog_platform.api.common.v1 import arrow_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as connector_pb
 from datadog_platform.core.arrow_frames import (
     TARGET_BATCH_BYTES,
+    BatchFrame,
     StreamCounter,
     batch_frames,
     decode_batch,
@@ -18,7 +19,10 @@ from datadog_platform.core.arrow_frames import (
     encode_batch,
     encode_batch_frame,
     encode_schema,
+    frame_kind,
     incomplete_stream_error,
+    parse_frame,
+    pass_encoded,
     protocol_error,
     split_by_bytes,
 )
@@ -47,6 +51,14 @@ def _batch(n: int) -> pa.RecordBatch:
         ],
         schema=SCHEMA,
     )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes([*out, value])
 
 
 def test_schema_round_trip_keeps_types_and_metadata() -> None:
@@ -184,3 +196,43 @@ async def test_batch_frames_slice_encode_and_count_in_order() -> None:
     assert len(frames) > 4  # the big batch went out in ~1 MiB slices
     assert pa.Table.from_batches(decoded).equals(pa.Table.from_batches(batches))
     assert (counter.rows, counter.batches) == (sum(b.num_rows for b in batches), len(frames))
+
+
+@pytest.mark.parametrize("message", [connector_pb.ReadResponse, connector_pb.WriteRequest])
+def test_parse_frame_takes_record_batches_without_protobuf_and_the_rest_with_it(
+    message: type,
+) -> None:
+    number = message.DESCRIPTOR.fields_by_name["record_batch"].number
+    batch = _batch(50)
+    frame, _ = encode_batch_frame(batch, number)
+    parsed = parse_frame(frame, number, message.FromString)
+    assert type(parsed) is BatchFrame
+    assert frame_kind(parsed) == "record_batch"
+    assert parsed.num_rows == 50
+    assert decode_batch(parsed, SCHEMA).equals(batch)
+
+    done = message(complete=arrow_pb2.StreamComplete(total_rows=3, total_batches=1))
+    parsed = parse_frame(done.SerializeToString(), number, message.FromString)
+    assert parsed == done
+    assert frame_kind(parsed) == "complete"
+
+    # An unknown field (2, varint) inside the batch frame: protobuf parses it.
+    inner = encode_batch(_batch(2)).SerializeToString() + b"\x10\x01"
+    extra = bytes([number << 3 | 2]) + _varint(len(inner)) + inner
+    parsed = parse_frame(extra, number, message.FromString)
+    assert type(parsed) is message
+    assert decode_batch(parsed.record_batch, SCHEMA).equals(_batch(2))
+
+
+def test_parse_frame_leaves_a_cut_frame_to_protobuf() -> None:
+    number = connector_pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
+    frame, _ = encode_batch_frame(_batch(50), number)
+    with pytest.raises(Exception, match=r"(?i)error parsing|truncated|decode"):
+        parse_frame(frame[:-10], number, connector_pb.ReadResponse.FromString)
+
+
+def test_pass_encoded_sends_bytes_as_they_are() -> None:
+    serialize = pass_encoded(connector_pb.ReadResponse.SerializeToString)
+    done = connector_pb.ReadResponse(complete=arrow_pb2.StreamComplete(total_rows=1))
+    assert serialize(done) == done.SerializeToString()
+    assert serialize(b"\x1a\x02\x08\x01") == b"\x1a\x02\x08\x01"

@@ -22,7 +22,7 @@ from datadog_platform.connector.config import (
     parse_config,
 )
 from datadog_platform.connector.metrics import MeteredConnectorServicer
-from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR
+from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR, parse_write_request
 from datadog_platform.core.metrics import MetricsEndpoint
 from datadog_platform.core.server import Server, ServiceRegistration
 
@@ -87,6 +87,7 @@ async def build_server(
         SERVICE_DESCRIPTOR,
         MeteredConnectorServicer(live),
         pb_grpc.add_ConnectorServiceServicer_to_server,
+        request_parsers={"Write": parse_write_request},
     )
     metrics = MetricsEndpoint(metrics_listen) if metrics_listen else None
     return ConnectorServer([registration], live, listen, reload_interval, reload_on_sighup, metrics)

@@ -17,6 +17,7 @@ import grpc
 from datadog_platform.api.common.v1 import arrow_pb2, step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.connector.servicer import ConnectorServicer
+from datadog_platform.core.arrow_frames import frame_kind
 from datadog_platform.core.metrics import CounterChild, LoopCounter
 
 ROWS = LoopCounter(
@@ -100,7 +101,7 @@ class _WriteFrames:
 
     async def frames(self) -> AsyncIterator[pb.WriteRequest]:
         async for frame in self._frames:
-            kind = frame.WhichOneof("frame")
+            kind = frame_kind(frame)
             if kind == "header":
                 self.sink = frame.header.sink
             elif kind == "complete":

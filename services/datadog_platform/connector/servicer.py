@@ -42,12 +42,15 @@ from datadog_platform.connector.config import (
     required_field,
 )
 from datadog_platform.core.arrow_frames import (
+    BatchFrame,
     StreamCounter,
     batch_frames,
     decode_batch,
     decode_schema,
     encode_schema,
+    frame_kind,
     incomplete_stream_error,
+    parse_frame,
     protocol_error,
 )
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
@@ -59,6 +62,7 @@ SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConnectorService"]
 TEST_TIMEOUT_SECONDS = 30.0
 INLINE_CONNECTION = "inline"
 _RECORD_BATCH_FIELD = pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
+_WRITE_BATCH_FIELD = pb.WriteRequest.DESCRIPTOR.fields_by_name["record_batch"].number
 
 log = get_logger(__name__)
 
@@ -197,7 +201,7 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
     ) -> pb.WriteResponse:
         frames = aiter(request_iterator)
         first = await anext(frames, None)
-        if first is None or first.WhichOneof("frame") != "header":
+        if first is None or frame_kind(first) != "header":
             raise protocol_error("the first frame of a write stream must be the header")
         header = first.header
         if not header.idempotency_key:
@@ -207,7 +211,7 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
         async with self._live.lease(lambda c: c.sink_connection(header.sink)) as picked:
             connection, sink = picked
             second = await anext(frames, None)
-            if second is None or second.WhichOneof("frame") != "schema":
+            if second is None or frame_kind(second) != "schema":
                 raise protocol_error("the second frame of a write stream must be the schema")
             schema = decode_schema(second.schema)
             outcome = await connection.write(
@@ -228,8 +232,13 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
         )
 
 
+def parse_write_request(data: bytes) -> pb.WriteRequest | BatchFrame:
+    """A ``Write`` stream message; record batches are parsed without copying their body."""
+    return parse_frame(data, _WRITE_BATCH_FIELD, pb.WriteRequest.FromString)
+
+
 async def _batches(
-    frames: AsyncIterator[pb.WriteRequest], schema: pa.Schema
+    frames: AsyncIterator[pb.WriteRequest | BatchFrame], schema: pa.Schema
 ) -> AsyncIterator[pa.RecordBatch]:
     """The record batches of a write stream after its schema, checked against its totals.
 
@@ -239,6 +248,9 @@ async def _batches(
     """
     counter = StreamCounter()
     async for frame in frames:
+        if type(frame) is BatchFrame:
+            yield decode_batch(frame, schema, counter)
+            continue
         kind = frame.WhichOneof("frame")
         if kind == "record_batch":
             yield decode_batch(frame.record_batch, schema, counter)

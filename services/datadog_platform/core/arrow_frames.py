@@ -10,13 +10,16 @@ rejected, so a dropped stream is never taken for the end of the data.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
 
 import pyarrow as pa
 
 from datadog_platform.api.common.v1 import arrow_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode, invalid_argument
+
+M = TypeVar("M")
 
 # ~1 MiB per message was measured to be the sweet spot for gRPC throughput here.
 TARGET_BATCH_BYTES = 1 << 20
@@ -117,8 +120,63 @@ async def batch_frames(
             pending.cancel()
 
 
+class BatchFrame(NamedTuple):
+    """A received record-batch frame whose IPC body is a view into the message bytes."""
+
+    num_rows: int
+    ipc_message: memoryview
+
+
+def parse_frame(data: bytes, field_number: int, message: Callable[[bytes], M]) -> M | BatchFrame:
+    """A stream message whose field ``field_number`` is a record-batch frame, parsed
+    without copying the body; anything else (other frames, unknown fields) is parsed
+    by ``message`` (a generated class's ``FromString``).
+
+    protobuf copies a ~1 MiB body twice (parsing, then reading the field), which
+    measured ~10% of the executor's event loop on a Parquet scan.
+    """
+    size = len(data)
+    if size and data[0] == (field_number << 3) | _LENGTH_DELIMITED and field_number < 16:
+        length, pos = _varint(data, 1)
+        if pos + length == size:
+            num_rows, body = 0, None
+            while pos < size:
+                tag, pos = _varint(data, pos)
+                if tag == _NUM_ROWS_TAG:
+                    num_rows, pos = _varint(data, pos)
+                elif tag == _IPC_MESSAGE_TAG and body is None:
+                    length, pos = _varint(data, pos)
+                    if pos + length > size:
+                        break
+                    body = memoryview(data)[pos : pos + length]
+                    pos += length
+                else:
+                    break
+            else:  # every field parsed
+                if pos == size and body is not None:
+                    return BatchFrame(num_rows, body)
+    return message(data)
+
+
+def frame_kind(frame: Any) -> str | None:
+    """Which frame of its message's ``frame`` oneof ``frame`` is (``BatchFrame`` included)."""
+    return "record_batch" if type(frame) is BatchFrame else frame.WhichOneof("frame")
+
+
+def pass_encoded(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """``serializer``, except that a message already encoded (``bytes``, e.g. from
+    :func:`batch_frames`) goes as is."""
+
+    def serialize(message: Any) -> bytes:
+        return message if type(message) is bytes else serializer(message)
+
+    return serialize
+
+
 def decode_batch(
-    frame: arrow_pb2.ArrowRecordBatch, schema: pa.Schema, counter: StreamCounter | None = None
+    frame: arrow_pb2.ArrowRecordBatch | BatchFrame,
+    schema: pa.Schema,
+    counter: StreamCounter | None = None,
 ) -> pa.RecordBatch:
     """The record batch of a frame, decoded against the stream's schema and counted.
 
@@ -191,8 +249,23 @@ class StreamCounter:
 
 
 _LENGTH_DELIMITED = 2
-_NUM_ROWS_KEY = bytes([(1 << 3) | 0])  # ArrowRecordBatch.num_rows = 1, varint
-_IPC_MESSAGE_KEY = bytes([0xC2, 0x3E])  # ArrowRecordBatch.ipc_message = 1000, bytes
+_NUM_ROWS_TAG = (1 << 3) | 0  # ArrowRecordBatch.num_rows = 1, varint
+_IPC_MESSAGE_TAG = (1000 << 3) | _LENGTH_DELIMITED  # ArrowRecordBatch.ipc_message = 1000
+_NUM_ROWS_KEY = bytes([_NUM_ROWS_TAG])
+_IPC_MESSAGE_KEY = bytes([0xC2, 0x3E])  # _IPC_MESSAGE_TAG as a varint
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The base-128 varint at ``pos`` and the position after it (past the end if cut)."""
+    value = shift = 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    return value, len(data) + 1
 
 
 def _put_varint(out: bytearray, value: int) -> None:

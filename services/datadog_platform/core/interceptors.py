@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 import structlog
 
+from datadog_platform.core.arrow_frames import pass_encoded
 from datadog_platform.core.errors import DomainError, FieldViolation, internal
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.metrics import observe_rpc
@@ -47,7 +48,15 @@ log = get_logger(__name__)
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    """Binds log context per call and maps exceptions to statuses."""
+    """Binds log context per call and maps exceptions to statuses.
+
+    ``request_parsers`` replace the generated deserializer of the methods they name
+    (full method paths), e.g. to parse a client stream's record batches without
+    copying them (``arrow_frames.parse_frame``).
+    """
+
+    def __init__(self, request_parsers: Mapping[str, Callable[[bytes], Any]] | None = None) -> None:
+        self._parsers = dict(request_parsers or {})
 
     async def intercept_service(
         self,
@@ -60,41 +69,37 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         bound = _call_context(handler_call_details)
         bound["rpc"] = method
+        parse = self._parsers.get(method, handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method, bound),
-                handler.request_deserializer,
-                _pass_encoded(handler.response_serializer),
+                parse,
+                _responses_or_encoded(handler.response_serializer),
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 _wrap_unary(handler.stream_unary, method, bound),
-                handler.request_deserializer,
-                _pass_encoded(handler.response_serializer),
+                parse,
+                _responses_or_encoded(handler.response_serializer),
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method, bound),
-                handler.request_deserializer,
-                _pass_encoded(handler.response_serializer),
+                parse,
+                _responses_or_encoded(handler.response_serializer),
             )
         return grpc.stream_stream_rpc_method_handler(
             _wrap_stream(handler.stream_stream, method, bound),
-            handler.request_deserializer,
-            _pass_encoded(handler.response_serializer),
+            parse,
+            _responses_or_encoded(handler.response_serializer),
         )
 
 
-def _pass_encoded(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
-    """``serializer``, except that a response already encoded (``bytes``) goes as is:
-    hot streams build their messages off the event loop (``arrow_frames.batch_frames``)."""
-    if serializer is None:
-        return None
-
-    def serialize(message: Any) -> bytes:
-        return message if type(message) is bytes else serializer(message)
-
-    return serialize
+def _responses_or_encoded(
+    serializer: Callable[[Any], bytes] | None,
+) -> Callable[[Any], bytes] | None:
+    # Hot streams may yield messages they encoded off the loop (arrow_frames.batch_frames).
+    return None if serializer is None else pass_encoded(serializer)
 
 
 def correlation_metadata(

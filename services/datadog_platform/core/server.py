@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -54,6 +54,13 @@ class ServiceRegistration:
     descriptor: ServiceDescriptor
     servicer: object
     add_to_server: Callable[[Any, grpc.aio.Server], None]
+    #: Parsers replacing the generated request deserializer, by method name.
+    request_parsers: Mapping[str, Callable[[bytes], Any]] = field(default_factory=dict)
+
+    def parsers_by_path(self) -> dict[str, Callable[[bytes], Any]]:
+        """``request_parsers`` keyed by full method path, as gRPC names calls."""
+        name = self.descriptor.full_name
+        return {f"/{name}/{method}": parse for method, parse in self.request_parsers.items()}
 
 
 class Server:
@@ -73,8 +80,9 @@ class Server:
         self._registrations = list(registrations)
         self._listen = listen
         self._on_stop = on_stop
+        parsers = {p: f for r in self._registrations for p, f in r.parsers_by_path().items()}
         self._server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()], options=SERVER_OPTIONS
+            interceptors=[ErrorMappingInterceptor(parsers)], options=SERVER_OPTIONS
         )
         self.health = health.aio.HealthServicer()
         self.port = 0

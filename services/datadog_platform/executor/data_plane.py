@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing, asynccontextmanager
-from typing import NamedTuple
 
 import grpc
 import pyarrow as pa
@@ -32,12 +31,16 @@ from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.api.connector.v1 import connector_service_pb2_grpc
 from datadog_platform.core.arrow_frames import (
     TARGET_BATCH_BYTES,
+    BatchFrame,
     StreamCounter,
+    batch_frames,
     decode_batch,
     decode_schema,
-    encode_batch,
     encode_schema,
+    frame_kind,
     incomplete_stream_error,
+    parse_frame,
+    pass_encoded,
     protocol_error,
     split_by_bytes,
 )
@@ -72,11 +75,17 @@ class GrpcDataPlane:
                 f"read_splits and read_ahead must be >= 1: {read_splits}, {read_ahead}"
             )
         self._stub = connector_service_pb2_grpc.ConnectorServiceStub(channel)
-        # Read with our own frame parser: record batches skip protobuf's two copies.
+        # Record batches skip protobuf's copies: read with our own frame parser,
+        # written as frames encoded off the loop (arrow_frames).
         self._read = channel.unary_stream(
-            _READ_METHOD,
+            f"/{_SERVICE}/Read",
             request_serializer=pb.ReadRequest.SerializeToString,
             response_deserializer=_read_frame,
+        )
+        self._write = channel.stream_unary(
+            f"/{_SERVICE}/Write",
+            request_serializer=pass_encoded(pb.WriteRequest.SerializeToString),
+            response_deserializer=pb.WriteResponse.FromString,
         )
         self._address = address
         self._timeout = timeout
@@ -159,10 +168,7 @@ class GrpcDataPlane:
             first = await self._next(call)
             if first is grpc.aio.EOF:
                 raise protocol_error("the connector's read stream ended before its schema frame")
-            if isinstance(first, _BatchFrame) or first.WhichOneof("frame") != "schema":
-                kind = (
-                    "record_batch" if isinstance(first, _BatchFrame) else first.WhichOneof("frame")
-                )
+            if (kind := frame_kind(first)) != "schema":
                 raise protocol_error(
                     f"the connector's read stream began with a {kind} frame instead of its schema"
                 )
@@ -178,7 +184,7 @@ class GrpcDataPlane:
         batches: AsyncIterator[pa.RecordBatch],
     ) -> WriteResult:
         """Stream ``batches`` to a ``Write`` call; commit by completing it once they end."""
-        call = self._stub.Write(timeout=self._timeout, metadata=_correlation())
+        call = self._write(timeout=self._timeout, metadata=_correlation())
         ended = _EndStatus(call)
         try:
             header = pb.WriteHeader(sink=sink, idempotency_key=idempotency_key)
@@ -187,11 +193,10 @@ class GrpcDataPlane:
             counter = StreamCounter()
             # Exceptions of ``batches`` (a failed transform, a broken read) propagate
             # as they are; the ``finally`` cancels the call so nothing is committed.
-            async with aclosing(_rebatch(batches)) as sized:
-                async for batch in sized:
-                    request = pb.WriteRequest()
-                    encode_batch(batch, counter, into=request.record_batch)
-                    await self._send(call, request)
+            frames = batch_frames(_rebatch(batches), counter, _WRITE_BATCH_FIELD)
+            async with aclosing(frames):
+                async for frame in frames:
+                    await self._send(call, frame)
             await self._send(call, pb.WriteRequest(complete=counter.complete()))
             await self._send(call, None)
             response: pb.WriteResponse = await call
@@ -210,8 +215,8 @@ class GrpcDataPlane:
             frame = await self._next(call)
             if frame is grpc.aio.EOF:
                 raise incomplete_stream_error(counter)
-            if isinstance(frame, _BatchFrame):
-                yield decode_batch(frame, schema, counter)  # type: ignore[arg-type]  # same fields
+            if type(frame) is BatchFrame:
+                yield decode_batch(frame, schema, counter)
                 continue
             kind = frame.WhichOneof("frame")
             if kind == "record_batch":
@@ -224,13 +229,15 @@ class GrpcDataPlane:
             else:
                 raise protocol_error(f"unexpected {kind} frame in the connector's read stream")
 
-    async def _next(self, call: grpc.aio.UnaryStreamCall) -> pb.ReadResponse | _BatchFrame:
+    async def _next(self, call: grpc.aio.UnaryStreamCall) -> pb.ReadResponse | BatchFrame:
         try:
             return await call.read()
         except grpc.aio.AioRpcError as exc:
             raise self._error(exc) from None
 
-    async def _send(self, call: grpc.aio.StreamUnaryCall, request: pb.WriteRequest | None) -> None:
+    async def _send(
+        self, call: grpc.aio.StreamUnaryCall, request: pb.WriteRequest | bytes | None
+    ) -> None:
         """Send one frame, or half-close the stream when ``request`` is None."""
         try:
             if request is None:
@@ -266,61 +273,13 @@ class GrpcDataPlane:
         return domain_error_of(exc)
 
 
-_READ_METHOD = "/{}/Read".format(pb.DESCRIPTOR.services_by_name["ConnectorService"].full_name)
-# ReadResponse.record_batch (field 2) and ArrowRecordBatch's fields, as wire tags.
-_RECORD_BATCH_TAG = 2 << 3 | 2
-_NUM_ROWS_TAG = 1 << 3 | 0
-_IPC_MESSAGE_TAG = 1000 << 3 | 2
+_SERVICE = pb.DESCRIPTOR.services_by_name["ConnectorService"].full_name
+_READ_BATCH_FIELD = pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
+_WRITE_BATCH_FIELD = pb.WriteRequest.DESCRIPTOR.fields_by_name["record_batch"].number
 
 
-class _BatchFrame(NamedTuple):
-    """A record-batch frame whose IPC body is a view into the received message."""
-
-    num_rows: int
-    ipc_message: memoryview
-
-
-def _read_frame(data: bytes) -> pb.ReadResponse | _BatchFrame:
-    """Parse a ``ReadResponse``; a record batch's body is taken without copying.
-
-    protobuf copies a ~1 MiB body twice (parsing, then reading the field), which
-    measured ~10% of the executor's loop on a Parquet scan. Anything but the plain
-    record-batch encoding (other frames, unknown fields) goes through protobuf.
-    """
-    size = len(data)
-    if size and data[0] == _RECORD_BATCH_TAG:
-        length, pos = _varint(data, 1)
-        if pos + length == size:
-            num_rows, body = 0, None
-            while pos < size:
-                tag, pos = _varint(data, pos)
-                if tag == _NUM_ROWS_TAG:
-                    num_rows, pos = _varint(data, pos)
-                elif tag == _IPC_MESSAGE_TAG and body is None:
-                    length, pos = _varint(data, pos)
-                    if pos + length > size:
-                        break
-                    body = memoryview(data)[pos : pos + length]
-                    pos += length
-                else:
-                    break
-            else:  # every field parsed
-                if pos == size and body is not None:
-                    return _BatchFrame(num_rows, body)
-    return pb.ReadResponse.FromString(data)
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The base-128 varint at ``pos`` and the position after it (past the end if cut)."""
-    value = shift = 0
-    while pos < len(data):
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-    return value, len(data) + 1
+def _read_frame(data: bytes) -> pb.ReadResponse | BatchFrame:
+    return parse_frame(data, _READ_BATCH_FIELD, pb.ReadResponse.FromString)
 
 
 class _OrderedSplits:
