@@ -34,7 +34,7 @@ from datadog_platform.core.channels import insecure_channel
 
 TIMEOUT = 60
 BATCH_ROWS = 20_000
-BATCHES = 48  # ~60 MiB: several write-buffer flushes before the kill
+BATCHES = 48  # ~60 MiB: the kill comes half-way, while the file is being written
 
 
 @pytest.fixture

@@ -39,6 +39,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from datadog_platform.api.common.v1 import step_pb2
+from datadog_platform.connector.parquet_writer import ParquetFileWriter
 from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
@@ -446,7 +447,7 @@ def open_format_writer(
     """A writer of ``fmt`` on ``sink``; ``close()`` finishes the format and closes ``sink``."""
     if fmt is FileFormat.PARQUET:
         codec = "snappy" if compression is Compression.SNAPPY else compression.value
-        writer = pq.ParquetWriter(sink, schema, compression=codec)
+        writer = ParquetFileWriter(sink, schema, codec)
         return _Coalescing(writer, schema, buffer_bytes, sink)
     if fmt is FileFormat.ARROW:
         return _Coalescing(pa.ipc.new_file(sink, schema), schema, buffer_bytes, sink)
@@ -490,6 +491,8 @@ class _Coalescing(_Closing):
     def write_batch(self, batch: pa.RecordBatch) -> None:
         if not batch.schema.equals(self._schema):
             raise pa.ArrowInvalid(f"batch schema {batch.schema} differs from {self._schema}")
+        if isinstance(self._writer, ParquetFileWriter):
+            self._writer.start(batch)  # the header goes out now; the encodings are chosen
         self._pending.append(batch)
         self._pending_bytes += batch.nbytes
         if self._pending_bytes >= self._limit:
@@ -502,7 +505,7 @@ class _Coalescing(_Closing):
         if len(pending) == 1:
             self._writer.write_batch(pending[0])
             return
-        if isinstance(self._writer, pq.ParquetWriter):
+        if isinstance(self._writer, ParquetFileWriter):
             # One row group straight from the chunks: the Parquet encoder walks
             # chunked columns itself, so combining them first is only a copy.
             table = pa.Table.from_batches(pending, schema=self._schema)

@@ -165,10 +165,11 @@ class BatchWriter(Protocol):
     def abort(self) -> None: ...
 
 
-#: Decoded batches that may wait for the writer thread. Receiving (gRPC, decoding on
-#: the event loop) then overlaps with encoding in the thread instead of alternating
-#: with it: a Parquet row-group flush takes tens of milliseconds, a frame ~1 ms.
-WRITE_QUEUE_BATCHES = 16
+#: Decoded batches (~1 MiB each) that may wait for the writer thread. Receiving (gRPC,
+#: decoding on the event loop) then overlaps with encoding in the thread instead of
+#: alternating with it: a 64 MiB Parquet row-group flush takes a few hundred
+#: milliseconds, during which about as many batches keep arriving.
+WRITE_QUEUE_BATCHES = 64
 
 
 async def drive_write(
