@@ -65,6 +65,7 @@ from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2, run_pb2
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2 as pb
 from datadog_platform.api.scheduler.v1 import scheduler_service_pb2_grpc as pb_grpc
+from datadog_platform.connector.parquet_writer import dictionary_columns
 
 TARGET_Q1_VS_DUCKDB = 3.0  # end to end at most this many times DuckDB alone
 TARGET_STREAM_VS_PYARROW = 0.7  # streaming pipeline rate at least this share of pyarrow's
@@ -370,8 +371,13 @@ def pandas_q1(parquet: Path) -> pa.Table:
     return pa.Table.from_pandas(result, preserve_index=False)
 
 
-def pyarrow_stream(parquet: Path, out: Path) -> int:
-    """Filter + derive Parquet -> Parquet batch by batch in this process; rows written."""
+def pyarrow_stream(parquet: Path, out: Path, *, our_encodings: bool = False) -> int:
+    """Filter + derive Parquet -> Parquet batch by batch in this process; rows written.
+
+    ``our_encodings`` writes with the connector's Parquet choices (decimals as integers,
+    dictionaries only where values repeat) instead of pyarrow's defaults, so the
+    comparison does not credit the pipeline with a cheaper encoding alone.
+    """
     source = pq.ParquetFile(parquet)
     # tpchgen writes string_view, which pyarrow's filter (take) has no kernel for.
     plain = pa.schema(
@@ -397,7 +403,11 @@ def pyarrow_stream(parquet: Path, out: Path) -> int:
             names = [*kept.schema.names, "disc_price", "charge"]
             output = pa.RecordBatch.from_arrays(arrays, names=names)
             if writer is None:
-                writer = pq.ParquetWriter(out, output.schema)
+                options: dict[str, object] = {}
+                if our_encodings:
+                    options["use_dictionary"] = dictionary_columns(output)
+                    options["store_decimal_as_integer"] = True
+                writer = pq.ParquetWriter(out, output.schema, **options)
             writer.write_batch(output)
             written += output.num_rows
     finally:
@@ -455,6 +465,7 @@ def report_ratios(
     duck: Timing,
     pandas: Timing,
     arrow: Timing,
+    arrow_ours: Timing,
     q1_file: Timing,
     q1_pg: Timing | None,
     stream: Timing,
@@ -477,10 +488,13 @@ def report_ratios(
     if q1_pg is not None:
         ratio("pipeline Q1 (PostgreSQL) time / DuckDB alone on Parquet", times(q1_pg, duck))
         ratio("pandas time / pipeline Q1 (PostgreSQL) time", times(pandas, q1_pg))
-    value = times(arrow, stream)  # same input rows: the inverse time ratio is the rate ratio
+    # Same input rows: the inverse time ratio is the rate ratio. The target is judged
+    # against pyarrow writing the same Parquet encodings as the connector (the stricter).
+    ratio("streaming pipeline / pyarrow rate (its defaults)", times(arrow, stream))
+    value = times(arrow_ours, stream)
     target = TARGET_STREAM_VS_PYARROW
     met = value is not None and value >= target
-    ratio("streaming pipeline rate / pyarrow rate", value, f">= {target:g}", met)
+    ratio("streaming pipeline / pyarrow rate (same encodings)", value, f">= {target:g}", met)
 
 
 async def main() -> None:
@@ -527,6 +541,12 @@ async def main() -> None:
             "pyarrow filter + derive, in process",
             rows,
             lambda: pyarrow_stream(parquet, pyarrow_out),
+        )
+        arrow_ours, _ = best_of(
+            args.repeat,
+            "  same, with the connector's Parquet encodings",
+            rows,
+            lambda: pyarrow_stream(parquet, pyarrow_out, our_encodings=True),
         )
         print("through the services (connector, executor, scheduler processes)", flush=True)
         services = Services(parquet.parent, args.dsn, workdir)
@@ -575,7 +595,7 @@ async def main() -> None:
                 stream_summary(pyarrow_out),
             )
 
-        report_ratios(duck, pandas, arrow, q1_file, q1_pg, stream)
+        report_ratios(duck, pandas, arrow, arrow_ours, q1_file, q1_pg, stream)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end", flush=True)
 
 
