@@ -27,6 +27,7 @@ from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
 from datadog_platform.connector.app import build_server as build_connector
 from datadog_platform.connector.app import parse_config
+from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES
 from datadog_platform.core.channels import insecure_channel
 from datadog_platform.core.status import details_of
 from datadog_platform.core.tasks import (
@@ -223,9 +224,9 @@ async def test_unknown_column_fails_with_transform_error_and_writes_nothing(
 async def test_transform_error_after_batches_were_sent_commits_nothing(
     data_root: Path, executor: executor_service_pb2_grpc.ExecutorServiceStub
 ) -> None:
-    # Several ~1 MiB batches of codes that cast to integers, then one that does not:
-    # the sink has received data when the filter fails on the last batch.
-    rows = 400_000
+    # Several batches of codes that cast to integers, then one that does not: the
+    # sink has received data when the filter fails on the last batch.
+    rows = 400_000 * TARGET_BATCH_BYTES // (1 << 20)
     codes = pa.array([f"c{i}" for i in range(rows - 1)] + ["cX"])
     pa_csv.write_csv(pa.table({"id": pa.array(range(rows)), "code": codes}), data_root / "c.csv")
 

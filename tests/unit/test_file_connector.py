@@ -30,6 +30,7 @@ from datadog_platform.connector.files import (
     FileConnection,
     is_temp_name,
 )
+from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES
 from datadog_platform.core.errors import DomainError, ErrorCode
 
 P = predicate_pb2
@@ -406,11 +407,11 @@ async def test_json_writes_text_for_values_json_cannot_hold(
     assert row == {"dec": "12.50", "raw": "AP8=", "nan": None, "day": "2026-11-26"}
 
 
-async def test_csv_reads_like_pyarrow_in_about_one_mib_batches(
+async def test_csv_reads_like_pyarrow_in_batches_of_about_the_target_size(
     conn: FileConnection, root: Path
 ) -> None:
     path = root / "big.csv"
-    rows = 200_000
+    rows = 100_000 * TARGET_BATCH_BYTES // (1 << 20)
     pa_csv.write_csv(
         pa.table({"id": pa.array(range(rows)), "text": pa.array(["x" * 20] * rows)}), path
     )
@@ -419,7 +420,7 @@ async def test_csv_reads_like_pyarrow_in_about_one_mib_batches(
         batches = [b async for b in stream.batches]
     assert len(batches) > 1
     assert sum(b.num_rows for b in batches) == rows
-    assert max(b.nbytes for b in batches) <= 2 * (1 << 20) + 4096
+    assert max(b.nbytes for b in batches) <= 2 * TARGET_BATCH_BYTES + 4096
     assert pa.Table.from_batches(batches).equals(pa_csv.read_csv(path))
 
 

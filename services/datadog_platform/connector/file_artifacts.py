@@ -55,7 +55,7 @@ from datadog_platform.core.errors import (
 
 EXTENSION = ".arrow"
 MAX_KEY_LENGTH = 1024
-#: Record batches per ticket when the caller leaves ``max_splits`` at 0 (~1 MiB each).
+#: Record batches per ticket when the caller leaves ``max_splits`` at 0.
 DEFAULT_BATCHES_PER_TICKET = 128
 _COMPONENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._=@+:-]*$")
 

@@ -7,7 +7,7 @@ the extension on read; Parquet compresses internally, Arrow files not at all.
 
 Reading streams, except a JSON array, which is parsed whole (a JSON array has no
 record boundaries to resume from): use NDJSON for large data. CSV column types
-come from the first ~1 MiB block; an unquoted empty field is NULL and a quoted one
+come from the first block (``TARGET_BATCH_BYTES``); an unquoted empty field is NULL and a quoted one
 (``""``) an empty string, so what the CSV writer writes reads back the same.
 
 Writers stream batches to an output stream. JSON has no NaN/Infinity: such floats
@@ -250,7 +250,8 @@ def file_schema(filesystem: pafs.FileSystem, path: str, fmt: FileFormat, shown: 
 
 
 def parquet_batch_rows(metadata: pq.FileMetaData) -> int:
-    """Rows per batch for ~1 MiB batches, estimated from the file's uncompressed size."""
+    """Rows per batch for batches of ~TARGET_BATCH_BYTES, estimated from the file's
+    uncompressed size."""
     total_bytes = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
     if metadata.num_rows == 0 or total_bytes <= 0:
         return _DEFAULT_PARQUET_BATCH_ROWS
@@ -430,7 +431,7 @@ class FormatWriter(Protocol):
 
 
 #: Parquet row groups and Arrow record batches are coalesced to about this size:
-#: writing each incoming ~1 MiB batch as its own row group makes files slow to scan.
+#: writing each incoming batch as its own row group makes files slow to scan.
 #: Bigger row groups are also cheaper to encode (dictionary attempts and their fallback
 #: happen per column chunk): on TPC-H lineitem, 64 MiB (~400k rows) takes 25% less CPU
 #: than 16 MiB and gives a 8% smaller file; beyond it the gain flattens.

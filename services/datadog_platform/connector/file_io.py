@@ -165,11 +165,11 @@ class BatchWriter(Protocol):
     def abort(self) -> None: ...
 
 
-#: Decoded batches (~1 MiB each) that may wait for the writer thread. Receiving (gRPC,
+#: Decoded batches (~2 MiB each) that may wait for the writer thread. Receiving (gRPC,
 #: decoding on the event loop) then overlaps with encoding in the thread instead of
 #: alternating with it: a 64 MiB Parquet row-group flush takes a few hundred
 #: milliseconds, during which about as many batches keep arriving.
-WRITE_QUEUE_BATCHES = 64
+WRITE_QUEUE_BATCHES = 32
 
 
 async def drive_write(

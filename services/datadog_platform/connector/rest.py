@@ -688,7 +688,7 @@ class RestConnection(Connection):
         schema: pa.Schema,
         columns: tuple[str, ...],
     ) -> AsyncIterator[pa.RecordBatch]:
-        """Convert pages as they come, merging small ones up to ~10k rows / 1 MiB."""
+        """Convert pages as they come, merging small ones up to ~10k rows / TARGET_BATCH_BYTES."""
         if not first:
             return
         pending: list[pa.RecordBatch] = []

@@ -189,7 +189,7 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
             async with connection.read(source, scope, request.ticket) as stream:
                 yield pb.ReadResponse(schema=encode_schema(stream.schema))
                 counter = StreamCounter()
-                # Pre-encoded ReadResponse frames, ~1 MiB each, encoded off the loop.
+                # Pre-encoded ReadResponse frames of ~TARGET_BATCH_BYTES, encoded off the loop.
                 async for frame in batch_frames(stream.batches, counter, _RECORD_BATCH_FIELD):
                     yield frame
                 yield pb.ReadResponse(complete=counter.complete())

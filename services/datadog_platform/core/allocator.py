@@ -1,4 +1,4 @@
-"""glibc malloc settings for processes that stream ~1 MiB messages (DESIGN.md §3).
+"""glibc malloc settings for processes that stream MiB-sized messages (DESIGN.md §3).
 
 gRPC's C core and Python's ``bytes`` take every message from glibc malloc. With
 glibc's defaults a 1 MiB block sits on the dynamic mmap threshold and every arena
@@ -25,7 +25,7 @@ _M_MMAP_THRESHOLD = -3
 #: Blocks up to this size come from the heap (glibc's ceiling for it is 32 MiB).
 MMAP_THRESHOLD = 16 << 20
 #: Free memory an arena keeps at its top before giving it back to the system.
-TRIM_THRESHOLD = 128 << 20
+TRIM_THRESHOLD = 32 << 20
 
 
 def tune_allocator() -> bool:

@@ -51,8 +51,8 @@ from datadog_platform.executor.stage import SourceStream, WriteResult
 
 #: Tickets a read is split into at most (``--read-splits``); 1 reads every source whole.
 DEFAULT_READ_SPLITS = 2
-#: Batches (~1 MiB each) decoded ahead per split while an earlier split is consumed.
-DEFAULT_READ_AHEAD = 8
+#: Batches (~2 MiB each) decoded ahead per split while an earlier split is consumed.
+DEFAULT_READ_AHEAD = 4
 
 # Reasons for failures gRPC reports without an ErrorInfo from the connector.
 CONNECTOR_UNAVAILABLE = "CONNECTOR_UNAVAILABLE"
