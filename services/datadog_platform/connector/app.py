@@ -22,7 +22,8 @@ from datadog_platform.connector.config import (
     parse_config,
 )
 from datadog_platform.connector.metrics import MeteredConnectorServicer
-from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR, parse_write_request
+from datadog_platform.connector.servicer import SERVICE_DESCRIPTOR
+from datadog_platform.core.connector_frames import parse_write_request
 from datadog_platform.core.metrics import MetricsEndpoint
 from datadog_platform.core.server import Server, ServiceRegistration
 

@@ -50,9 +50,9 @@ from datadog_platform.core.arrow_frames import (
     encode_schema,
     frame_kind,
     incomplete_stream_error,
-    parse_frame,
     protocol_error,
 )
+from datadog_platform.core.connector_frames import READ_BATCH_FIELD
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.redaction import redact, secret_scope
@@ -61,8 +61,6 @@ SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConnectorService"]
 #: Upper bound on one TestConnection check; connectors have their own, shorter timeouts.
 TEST_TIMEOUT_SECONDS = 30.0
 INLINE_CONNECTION = "inline"
-_RECORD_BATCH_FIELD = pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
-_WRITE_BATCH_FIELD = pb.WriteRequest.DESCRIPTOR.fields_by_name["record_batch"].number
 
 log = get_logger(__name__)
 
@@ -190,7 +188,7 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
                 yield pb.ReadResponse(schema=encode_schema(stream.schema))
                 counter = StreamCounter()
                 # Pre-encoded ReadResponse frames of ~TARGET_BATCH_BYTES, encoded off the loop.
-                async for frame in batch_frames(stream.batches, counter, _RECORD_BATCH_FIELD):
+                async for frame in batch_frames(stream.batches, counter, READ_BATCH_FIELD):
                     yield frame
                 yield pb.ReadResponse(complete=counter.complete())
 
@@ -230,11 +228,6 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
             location=redact(outcome.location),
             replayed=outcome.replayed,
         )
-
-
-def parse_write_request(data: bytes) -> pb.WriteRequest | BatchFrame:
-    """A ``Write`` stream message; record batches are parsed without copying their body."""
-    return parse_frame(data, _WRITE_BATCH_FIELD, pb.WriteRequest.FromString)
 
 
 async def _batches(

@@ -39,11 +39,11 @@ from datadog_platform.core.arrow_frames import (
     encode_schema,
     frame_kind,
     incomplete_stream_error,
-    parse_frame,
     pass_encoded,
     protocol_error,
     split_by_bytes,
 )
+from datadog_platform.core.connector_frames import WRITE_BATCH_FIELD, parse_read_response
 from datadog_platform.core.errors import DomainError, ErrorCode, unavailable
 from datadog_platform.core.interceptors import forwarded_metadata
 from datadog_platform.core.status import details_of, domain_error_of
@@ -80,7 +80,7 @@ class GrpcDataPlane:
         self._read = channel.unary_stream(
             f"/{_SERVICE}/Read",
             request_serializer=pb.ReadRequest.SerializeToString,
-            response_deserializer=_read_frame,
+            response_deserializer=parse_read_response,
         )
         self._write = channel.stream_unary(
             f"/{_SERVICE}/Write",
@@ -193,7 +193,7 @@ class GrpcDataPlane:
             counter = StreamCounter()
             # Exceptions of ``batches`` (a failed transform, a broken read) propagate
             # as they are; the ``finally`` cancels the call so nothing is committed.
-            frames = batch_frames(_rebatch(batches), counter, _WRITE_BATCH_FIELD)
+            frames = batch_frames(_rebatch(batches), counter, WRITE_BATCH_FIELD)
             async with aclosing(frames):
                 async for frame in frames:
                     await self._send(call, frame)
@@ -274,12 +274,6 @@ class GrpcDataPlane:
 
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ConnectorService"].full_name
-_READ_BATCH_FIELD = pb.ReadResponse.DESCRIPTOR.fields_by_name["record_batch"].number
-_WRITE_BATCH_FIELD = pb.WriteRequest.DESCRIPTOR.fields_by_name["record_batch"].number
-
-
-def _read_frame(data: bytes) -> pb.ReadResponse | BatchFrame:
-    return parse_frame(data, _READ_BATCH_FIELD, pb.ReadResponse.FromString)
 
 
 class _OrderedSplits:
