@@ -91,6 +91,36 @@ def test_bind_gives_every_schema_up_front(engine: Engine) -> None:
     assert 'WITH "src" AS (SELECT * FROM "_in_src")' in bound.sql
 
 
+def test_a_binding_is_remembered_for_the_same_steps_and_input_schemas() -> None:
+    engine = Engine(EngineConfig(memory_limit="256MB", threads=1))
+    try:
+        keep = {"name": "keep", "transform": {"filter": {"predicate": "id > 1"}}}
+
+        def bind(graph: StageGraph, schema: pa.Schema) -> tuple[Any, dict[str, pa.Schema]]:
+            schemas = {"src": schema}
+            return bind_segment(engine, graph, graph.segments[0], schemas), schemas
+
+        first, schemas = bind(graph_of(SRC, keep, OUT), SCHEMA)
+        # The same pipeline run again: a new graph, equal steps and schemas.
+        again, again_schemas = bind(graph_of(SRC, keep, OUT), SCHEMA)
+        assert again is first
+        assert again_schemas == schemas
+        # Another predicate, or other input types, bind anew.
+        other = {"name": "keep", "transform": {"filter": {"predicate": "id > 2"}}}
+        assert bind(graph_of(SRC, other, OUT), SCHEMA)[0] is not first
+        narrower = pa.schema([SCHEMA.field("id"), SCHEMA.field("name")])
+        bound, narrower_schemas = bind(graph_of(SRC, keep, OUT), narrower)
+        assert bound is not first
+        assert narrower_schemas["keep"] == narrower
+        # Errors are not remembered: each bind reports them.
+        broken = graph_of(SRC, derive(("x", "amount * rate")), OUT)
+        for _ in range(2):
+            with pytest.raises(DomainError, match="rate"):
+                bind(broken, SCHEMA)
+    finally:
+        engine.close()
+
+
 def test_a_binder_error_names_the_step_column_and_expression(engine: Engine) -> None:
     graph = graph_of(SRC, derive(("x", "amount * rate")), OUT)
     with pytest.raises(DomainError) as info:

@@ -55,7 +55,13 @@ def narrowable_sources(graph: StageGraph) -> tuple[str, ...]:
 
 def used_columns(engine: Engine, bound: BoundQuery) -> dict[str, tuple[str, ...] | None]:
     """Leaf step → the columns ``bound``'s query reads from it (in the leaf's schema order),
-    or None when it reads them all or the plan does not say for sure. Blocking."""
+    or None when it reads them all or the plan does not say for sure. Blocking;
+    remembered by the engine."""
+    key = ("columns", bound.sql, tuple(s.serialize().to_pybytes() for s in bound.inputs.values()))
+    return engine.memoized(key, lambda: _used_columns(engine, bound))
+
+
+def _used_columns(engine: Engine, bound: BoundQuery) -> dict[str, tuple[str, ...] | None]:
     cursor = engine.cursor()
     try:
         for leaf, schema in bound.inputs.items():
