@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from plugin_fakes import make_plugin_site
 
-from datadog_platform.api.common.v1 import arrow_pb2, step_pb2
+from datadog_platform.api.common.v1 import arrow_pb2, predicate_pb2, step_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.api.connector.v1 import connector_service_pb2_grpc as pb_grpc
 from datadog_platform.connector.app import (
@@ -55,6 +55,7 @@ from datadog_platform.core.arrow_frames import (
 from datadog_platform.core.channels import insecure_channel
 from datadog_platform.core.redaction import redact
 from datadog_platform.core.status import RpcErrorDetails, details_of
+from datadog_platform.executor.stored_parquet import StoredParquetStream
 
 SERVICE = pb.DESCRIPTOR.services_by_name["ConnectorService"].full_name
 TIMEOUT = 20
@@ -287,6 +288,78 @@ async def test_read_parquet(stub: pb_grpc.ConnectorServiceStub, data_root: Path)
     assert table.equals(expected)
     assert len(frames) > 3
     assert frames[-1].complete.total_rows == 200_000
+
+
+async def _read_accepting_parquet(
+    stub: pb_grpc.ConnectorServiceStub,
+    path: str,
+    columns: Iterable[str] = (),
+    predicate: predicate_pb2.Predicate | None = None,
+) -> tuple[pa.Table, list[str]]:
+    """Read with ``accept_parquet``, decoding stored chunks as the executor does; the
+    table and the kinds of frames that arrived."""
+    request = pb.ReadRequest(
+        source=step_pb2.SourceSpec(file=step_pb2.FileSource(path=path)),
+        columns=list(columns),
+        predicate=predicate,
+        accept_parquet=True,
+    )
+    frames = [frame async for frame in stub.Read(request, timeout=TIMEOUT)]
+    kinds = [frame.WhichOneof("frame") for frame in frames]
+    schema = decode_schema(frames[0].schema)
+    counter = StreamCounter()
+    stored = StoredParquetStream(schema)
+    batches = []
+    try:
+        for frame in frames[1:-1]:
+            if frame.HasField("record_batch"):
+                batches.append(decode_batch(frame.record_batch, schema, counter))
+            elif frame.HasField("parquet_file"):
+                await stored.open_file(frame.parquet_file)
+            else:
+                batches += [b async for b in stored.batches(frame.parquet_row_group, counter)]
+    finally:
+        stored.close()
+    counter.check(frames[-1].complete)
+    return pa.Table.from_batches(batches, schema), kinds
+
+
+async def test_read_accepting_parquet_sends_the_needed_column_chunks_as_stored(
+    stub: pb_grpc.ConnectorServiceStub, data_root: Path
+) -> None:
+    table = _table(200_000)
+    pq.write_table(table, data_root / "groups.parquet", row_group_size=50_000)
+
+    got, kinds = await _read_accepting_parquet(stub, "groups.parquet", ["amount", "customer"])
+
+    assert kinds == ["schema", "parquet_file", *["parquet_row_group"] * 4, "complete"]
+    assert got.equals(table.select(["amount", "customer"]))
+    plain, _ = await _read(stub, "groups.parquet")
+    assert plain.select(["amount", "customer"]).equals(got)
+
+
+async def test_read_accepting_parquet_decodes_what_needs_more_than_decoding(
+    stub: pb_grpc.ConnectorServiceStub, data_root: Path
+) -> None:
+    table = _table(20_000)
+    pq.write_table(table, data_root / "few.parquet", row_group_size=5_000)
+    pa_csv.write_csv(table, data_root / "few.csv")
+    at_least = predicate_pb2.Predicate(
+        all_of=[
+            predicate_pb2.Comparison(
+                column="id",
+                operator=predicate_pb2.COMPARISON_OPERATOR_GE,
+                values=[predicate_pb2.Literal(int_value=15_000)],
+            )
+        ]
+    )
+
+    filtered, kinds = await _read_accepting_parquet(stub, "few.parquet", ["id"], at_least)
+    assert set(kinds[1:-1]) == {"record_batch"}
+    assert filtered.column("id").to_pylist() == list(range(15_000, 20_000))
+    from_csv, kinds = await _read_accepting_parquet(stub, "few.csv")
+    assert set(kinds[1:-1]) == {"record_batch"}
+    assert from_csv.num_rows == 20_000
 
 
 async def test_read_missing_file_is_not_found(stub: pb_grpc.ConnectorServiceStub) -> None:

@@ -276,11 +276,20 @@ ROWS = 9_000_000  # ~680 MB in memory: over ten times the 64 MB limit
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize(
+    "row_group_rows",
+    [
+        # ~7 MB of stored chunks per row group: the connector decodes them.
+        500_000,
+        # ~1.4 MB: sent as stored, decoded by the executor (core.parquet_frames).
+        100_000,
+    ],
+)
 async def test_memory_stays_bounded_streaming_ten_times_the_memory_limit(
-    connector_address: str, data_root: Path, tmp_path: Path
+    connector_address: str, data_root: Path, tmp_path: Path, row_group_rows: int
 ) -> None:
     limit = 64 * 1024 * 1024
-    size = await asyncio.to_thread(write_orders, data_root / "orders.parquet", ROWS)
+    size = await asyncio.to_thread(write_orders, data_root / "orders.parquet", ROWS, row_group_rows)
     assert size > 10 * limit
     pq.write_table(
         pq.read_table(data_root / "orders.parquet").slice(0, 100_000), data_root / "small.parquet"

@@ -21,11 +21,13 @@ from datadog_platform.core.arrow_frames import (
     encode_schema,
     frame_kind,
     incomplete_stream_error,
+    lift_bytes_field,
     parse_frame,
     pass_encoded,
     protocol_error,
     split_by_bytes,
 )
+from datadog_platform.core.connector_frames import RowGroupFrame, parse_read_response
 from datadog_platform.core.errors import DomainError, ErrorCode
 
 SCHEMA = pa.schema(
@@ -237,3 +239,37 @@ def test_pass_encoded_sends_bytes_as_they_are() -> None:
     done = connector_pb.ReadResponse(complete=arrow_pb2.StreamComplete(total_rows=1))
     assert serialize(done) == done.SerializeToString()
     assert serialize(b"\x1a\x02\x08\x01") == b"\x1a\x02\x08\x01"
+
+
+def test_parquet_row_group_frames_keep_their_data_in_the_message_bytes() -> None:
+    group = arrow_pb2.ParquetRowGroup(
+        index=3, num_rows=10, offsets=[4, 900], lengths=[5, 6], data=b"abcdefghijk"
+    )
+    wire = connector_pb.ReadResponse(parquet_row_group=group).SerializeToString()
+
+    frame = parse_read_response(wire)
+
+    assert isinstance(frame, RowGroupFrame)
+    assert frame.data.obj is wire  # a view, not a copy
+    assert bytes(frame.data) == b"abcdefghijk"
+    assert frame.header == arrow_pb2.ParquetRowGroup(
+        index=3, num_rows=10, offsets=[4, 900], lengths=[5, 6]
+    )
+    # Fields in another order (protobuf allows any) parse the same.
+    inner = group.SerializeToString()
+    data_field = inner[inner.index(b"\xc2\x3e") :]
+    reordered = data_field + inner[: inner.index(b"\xc2\x3e")]
+    wire = bytes([(5 << 3) | 2, len(reordered)]) + reordered
+    again = parse_read_response(wire)
+    assert isinstance(again, RowGroupFrame)
+    assert again.header == frame.header
+    assert bytes(again.data) == b"abcdefghijk"
+
+
+def test_frames_the_fast_parser_does_not_know_go_to_protobuf() -> None:
+    empty = connector_pb.ReadResponse(parquet_row_group=arrow_pb2.ParquetRowGroup(index=1))
+    parsed = parse_read_response(empty.SerializeToString())
+    assert parsed == empty  # no data field: protobuf's message
+    head = connector_pb.ReadResponse(parquet_file=arrow_pb2.ParquetFile(size=9, footer=b"PAR1"))
+    assert parse_read_response(head.SerializeToString()) == head
+    assert lift_bytes_field(b"\x0b", 1000) is None  # an unknown (group) wire type

@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from datadog_platform.api.common.v1 import predicate_pb2
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
+from datadog_platform.core.parquet_frames import ParquetChunk, ParquetFileHead
 
 
 class Capability(enum.Enum):
@@ -72,10 +73,13 @@ class ReadScope:
     A connector that cannot evaluate part of the predicate may ignore it: the
     executor applies its own filters anyway. Projection must be honoured (the
     stream's schema is the projected one, columns in the requested order).
+    ``accept_parquet``: the reader decodes Parquet, so a connection may stream a
+    file's stored column chunks (``core.parquet_frames``) instead of batches.
     """
 
     columns: tuple[str, ...] = ()
     predicate: predicate_pb2.Predicate = field(default_factory=predicate_pb2.Predicate)
+    accept_parquet: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,17 @@ class ReadPlan:
     tickets: tuple[Ticket, ...]
 
 
+#: What a read streams: record batches, or with ``ReadScope.accept_parquet`` also
+#: Parquet files' heads and stored column chunks.
+StreamItem = pa.RecordBatch | ParquetFileHead | ParquetChunk
+
+
 @dataclass(frozen=True)
 class RecordStream:
-    """An open read: its schema, then its record batches."""
+    """An open read: its schema, then its record batches (or Parquet chunks)."""
 
     schema: pa.Schema
-    batches: AsyncIterator[pa.RecordBatch]
+    batches: AsyncIterator[StreamItem]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from datadog_platform.connector.base import (
     ReadScope,
     RecordStream,
     SourceDescription,
+    StreamItem,
     Ticket,
     TypeInfo,
     WriteOutcome,
@@ -352,6 +353,7 @@ class FileConnection(Connection):
                 scope.columns,
                 predicate,
                 predicate_columns(scope.predicate) if predicate is not None else [],
+                scope.accept_parquet,
             ),
             lambda exc: None,
         )
@@ -365,7 +367,8 @@ class FileConnection(Connection):
         columns: Sequence[str],
         predicate: ds.Expression | None,
         filter_columns: Sequence[str],
-    ) -> Iterator[pa.RecordBatch]:
+        accept_parquet: bool,
+    ) -> Iterator[StreamItem]:
         for part, path in zip(parts, paths, strict=True):
             batches = scan_file(
                 self.root.fs,
@@ -378,10 +381,11 @@ class FileConnection(Connection):
                 filter_columns,
                 part.partition,
                 part.row_groups,
+                accept_parquet,
             )
             try:
                 for batch in batches:
-                    if not batch.schema.equals(out_schema):
+                    if type(batch) is pa.RecordBatch and not batch.schema.equals(out_schema):
                         batch = pa.RecordBatch.from_arrays(batch.columns, schema=out_schema)
                     yield batch
             except Exception as exc:

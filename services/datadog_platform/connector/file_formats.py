@@ -43,8 +43,14 @@ from datadog_platform.connector.parquet_writer import ParquetFileWriter
 from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
-
-_DEFAULT_PARQUET_BATCH_ROWS = 65_536
+from datadog_platform.core.parquet_frames import (
+    ParquetChunk,
+    ParquetFileHead,
+    batch_rows,
+    passthrough_leaves,
+    read_chunks,
+    read_head,
+)
 
 
 class FileFormat(enum.Enum):
@@ -249,20 +255,6 @@ def file_schema(filesystem: pafs.FileSystem, path: str, fmt: FileFormat, shown: 
     return make_fragment(filesystem, path, fmt).physical_schema
 
 
-def parquet_batch_rows(metadata: pq.FileMetaData) -> int:
-    """Rows per batch for batches of ~TARGET_BATCH_BYTES, estimated from the file's
-    uncompressed size."""
-    total_bytes = sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
-    if metadata.num_rows == 0 or total_bytes <= 0:
-        return _DEFAULT_PARQUET_BATCH_ROWS
-    return max(
-        1,
-        min(
-            _DEFAULT_PARQUET_BATCH_ROWS * 16, metadata.num_rows * TARGET_BATCH_BYTES // total_bytes
-        ),
-    )
-
-
 def _is_empty(filesystem: pafs.FileSystem, path: str) -> bool:
     info = filesystem.get_file_info(path)
     if info.size == 0:
@@ -285,7 +277,8 @@ def scan_file(
     filter_columns: Collection[str],
     partition: dict[str, Any],
     row_groups: Sequence[int] | None = None,
-) -> Iterator[pa.RecordBatch]:
+    accept_parquet: bool = False,
+) -> Iterator[pa.RecordBatch | ParquetFileHead | ParquetChunk]:
     """Batches of one file in file order: conformed to ``schema``, filtered, projected.
 
     ``schema`` is the read's unified schema (partition columns included);
@@ -294,8 +287,23 @@ def scan_file(
     filtered columns are decoded (Parquet, Arrow, CSV and NDJSON alike); Parquet row
     groups whose statistics exclude ``predicate`` are skipped. Columns a file lacks
     read as NULLs.
+
+    With ``accept_parquet``, a Parquet file that needs no more than decoding and
+    casting (``core.parquet_frames``) yields its head and stored column chunks
+    instead of batches.
     """
     out_names = list(columns) if columns else schema.names
+    if (
+        fmt is FileFormat.PARQUET
+        and accept_parquet
+        and predicate is None
+        and not partition.keys() & set(out_names)
+    ):
+        targets = pa.schema([schema.field(name) for name in out_names])
+        stored_chunks = _parquet_stored(filesystem, path, targets, row_groups)
+        if stored_chunks is not None:
+            yield from stored_chunks
+            return
     needed = set(out_names) | set(filter_columns)
     work = pa.schema([f for f in schema if f.name in needed])
     stored = pa.schema([f for f in work if f.name not in partition])
@@ -350,11 +358,40 @@ def _parquet_batches(
         parquet = pq.ParquetFile(handle)
         present = set(parquet.schema_arrow.names)
         yield from parquet.iter_batches(
-            batch_size=parquet_batch_rows(parquet.metadata),
+            batch_size=batch_rows(parquet.metadata),
             row_groups=groups,
             columns=[n for n in stored.names if n in present],
             use_threads=True,
         )
+
+
+def _parquet_stored(
+    filesystem: pafs.FileSystem,
+    path: str,
+    targets: pa.Schema,
+    row_groups: Sequence[int] | None,
+) -> Iterator[ParquetFileHead | ParquetChunk] | None:
+    """The file's head and stored chunks of ``targets``, or None when it must be decoded."""
+    handle = filesystem.open_input_file(path)
+    try:
+        parquet = pq.ParquetFile(handle)
+        groups = list(row_groups) if row_groups is not None else list(range(parquet.num_row_groups))
+        leaves = passthrough_leaves(parquet, targets, groups)
+    except BaseException:
+        handle.close()
+        raise
+    if leaves is None:
+        handle.close()
+        return None
+    return _stored_chunks(handle, parquet.metadata, leaves, groups)
+
+
+def _stored_chunks(
+    handle: pa.NativeFile, metadata: pq.FileMetaData, leaves: list[int], groups: list[int]
+) -> Iterator[ParquetFileHead | ParquetChunk]:
+    with handle:
+        yield read_head(handle)
+        yield from read_chunks(handle, metadata, leaves, groups)
 
 
 def _arrow_batches(

@@ -27,7 +27,7 @@ from typing import Protocol, TypeVar
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from datadog_platform.connector.base import RecordStream
+from datadog_platform.connector.base import RecordStream, StreamItem
 from datadog_platform.connector.file_paths import TEMP_SUFFIX, FileRoot, temp_name
 
 T = TypeVar("T")
@@ -44,7 +44,7 @@ class BlockingBatches:
     def __init__(
         self,
         schema: pa.Schema,
-        batches: Iterator[pa.RecordBatch],
+        batches: Iterator[StreamItem],
         map_error: ErrorMapper,
         on_close: Callable[[], None] | None = None,
     ) -> None:
@@ -55,7 +55,7 @@ class BlockingBatches:
         self._lock = threading.Lock()
         self._closed = False
 
-    def read_next(self) -> pa.RecordBatch | None:
+    def read_next(self) -> StreamItem | None:
         """The next non-empty batch, or ``None`` at the end."""
         with self._lock:
             while not self._closed:
@@ -68,7 +68,7 @@ class BlockingBatches:
                     raise error from exc
                 if batch is None:
                     return None
-                if batch.num_rows:
+                if type(batch) is not pa.RecordBatch or batch.num_rows:
                     return batch
             return None
 
@@ -86,7 +86,7 @@ class BlockingBatches:
                 with contextlib.suppress(Exception):
                     self._on_close()
 
-    def __iter__(self) -> Iterator[pa.RecordBatch]:
+    def __iter__(self) -> Iterator[StreamItem]:
         while (batch := self.read_next()) is not None:
             yield batch
 
@@ -101,7 +101,7 @@ async def open_stream(open_: Callable[[], BlockingBatches]) -> AsyncIterator[Rec
         await cleanup(reader.close)
 
 
-async def _pull(reader: BlockingBatches) -> AsyncIterator[pa.RecordBatch]:
+async def _pull(reader: BlockingBatches) -> AsyncIterator[StreamItem]:
     """The reader's batches; from the second on, one is read ahead: the next batch is
     decoded in a worker thread while the caller encodes and sends the current one
     (measured: otherwise the read waits for the send and the send for the read). The

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pyarrow as pa
 
-from datadog_platform.api.common.v1 import connection_pb2
+from datadog_platform.api.common.v1 import arrow_pb2, connection_pb2
 from datadog_platform.api.connector.v1 import connector_service_pb2 as pb
 from datadog_platform.api.connector.v1 import connector_service_pb2_grpc as pb_grpc
 from datadog_platform.connector.base import Connection, ReadScope, TypeInfo
@@ -43,6 +43,7 @@ from datadog_platform.connector.config import (
 )
 from datadog_platform.core.arrow_frames import (
     BatchFrame,
+    EncodedFrame,
     StreamCounter,
     batch_frames,
     decode_batch,
@@ -55,6 +56,7 @@ from datadog_platform.core.arrow_frames import (
 from datadog_platform.core.connector_frames import READ_BATCH_FIELD
 from datadog_platform.core.errors import DomainError, FieldViolation, invalid_argument
 from datadog_platform.core.logging import get_logger
+from datadog_platform.core.parquet_frames import ParquetChunk, ParquetFileHead
 from datadog_platform.core.redaction import redact, secret_scope
 
 SERVICE_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ConnectorService"]
@@ -181,14 +183,15 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
     async def Read(
         self, request: pb.ReadRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ReadResponse | bytes]:
-        scope = ReadScope(tuple(request.columns), request.predicate)
+        scope = ReadScope(tuple(request.columns), request.predicate, request.accept_parquet)
         async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
             connection, source = picked
             async with connection.read(source, scope, request.ticket) as stream:
                 yield pb.ReadResponse(schema=encode_schema(stream.schema))
                 counter = StreamCounter()
                 # Pre-encoded ReadResponse frames of ~TARGET_BATCH_BYTES, encoded off the loop.
-                async for frame in batch_frames(stream.batches, counter, READ_BATCH_FIELD):
+                frames = batch_frames(stream.batches, counter, READ_BATCH_FIELD, _parquet_frame)
+                async for frame in frames:
                     yield frame
                 yield pb.ReadResponse(complete=counter.complete())
 
@@ -228,6 +231,22 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
             location=redact(outcome.location),
             replayed=outcome.replayed,
         )
+
+
+def _parquet_frame(item: ParquetFileHead | ParquetChunk) -> list[EncodedFrame]:
+    """The Read frame of a Parquet file's head or stored chunk (a chunk counts as a batch)."""
+    if isinstance(item, ParquetFileHead):
+        head = arrow_pb2.ParquetFile(size=item.size, footer=item.footer)
+        return [EncodedFrame(pb.ReadResponse(parquet_file=head).SerializeToString(), False)]
+    chunk = arrow_pb2.ParquetRowGroup(
+        index=item.index,
+        num_rows=item.num_rows,
+        offsets=item.offsets,
+        lengths=item.lengths,
+        data=item.data,
+    )
+    frame = pb.ReadResponse(parquet_row_group=chunk).SerializeToString()
+    return [EncodedFrame(frame, True, item.num_rows, len(item.data))]
 
 
 async def _batches(

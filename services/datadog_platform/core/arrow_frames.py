@@ -88,29 +88,46 @@ def encode_batch_frame(batch: pa.RecordBatch, field_number: int) -> tuple[bytes,
     return b"".join((head, body)), body.size
 
 
+class EncodedFrame(NamedTuple):
+    """A pre-encoded frame; ``counted`` ones add ``rows`` and ``nbytes`` to the totals."""
+
+    frame: bytes
+    counted: bool
+    rows: int = 0
+    nbytes: int = 0
+
+
 async def batch_frames(
-    batches: AsyncIterator[pa.RecordBatch], counter: StreamCounter, field_number: int
+    batches: AsyncIterator[Any],
+    counter: StreamCounter,
+    field_number: int,
+    encode_other: Callable[[Any], list[EncodedFrame]] | None = None,
 ) -> AsyncIterator[bytes]:
     """``batches`` as pre-encoded frames of about ``TARGET_BATCH_BYTES`` each, counted.
 
     Slicing and encoding run in worker threads, a batch ahead of the caller, so a
     server's event loop only hands finished messages to gRPC while the next batch is
-    encoded (and, upstream, the one after it decoded).
+    encoded (and, upstream, the one after it decoded). Items that are not record
+    batches are encoded by ``encode_other``.
     """
 
-    def encode(batch: pa.RecordBatch) -> list[tuple[bytes, int, int]]:
-        return [
-            (*encode_batch_frame(piece, field_number), piece.num_rows)
-            for piece in split_by_bytes([batch])
-        ]
+    def encode(item: Any) -> list[EncodedFrame]:
+        if type(item) is not pa.RecordBatch and encode_other is not None:
+            return encode_other(item)
+        frames = []
+        for piece in split_by_bytes([item]):
+            frame, ipc_bytes = encode_batch_frame(piece, field_number)
+            frames.append(EncodedFrame(frame, True, piece.num_rows, ipc_bytes))
+        return frames
 
     # Counted here, on the caller's side: two batches may be encoded at once.
-    async def frames(work: asyncio.Future[list[tuple[bytes, int, int]]]) -> AsyncIterator[bytes]:
-        for frame, ipc_bytes, rows in await work:
-            counter.add(rows, ipc_bytes)
-            yield frame
+    async def frames(work: asyncio.Future[list[EncodedFrame]]) -> AsyncIterator[bytes]:
+        for encoded in await work:
+            if encoded.counted:
+                counter.add(encoded.rows, encoded.nbytes)
+            yield encoded.frame
 
-    pending: asyncio.Future[list[tuple[bytes, int, int]]] | None = None
+    pending: asyncio.Future[list[EncodedFrame]] | None = None
     try:
         async for batch in batches:
             encoded = asyncio.ensure_future(asyncio.to_thread(encode, batch))
@@ -142,27 +159,75 @@ def parse_frame(data: bytes, field_number: int, message: Callable[[bytes], M]) -
     measured ~10% of the executor's event loop on a Parquet scan.
     """
     size = len(data)
-    # Fields 1-15 have one-byte keys; the frames that carry batches all do.
-    if field_number < 16 and size and data[0] == (field_number << 3) | _LENGTH_DELIMITED:
-        length, pos = _varint(data, 1)
-        if pos + length == size:
-            num_rows, body = 0, None
-            while pos < size:
-                tag, pos = _varint(data, pos)
-                if tag == _NUM_ROWS_TAG:
-                    num_rows, pos = _varint(data, pos)
-                elif tag == _IPC_MESSAGE_TAG and body is None:
-                    length, pos = _varint(data, pos)
-                    if pos + length > size:
-                        break
-                    body = memoryview(data)[pos : pos + length]
-                    pos += length
-                else:
+    pos = embedded_start(data, field_number)
+    if pos is not None:
+        num_rows, body = 0, None
+        while pos < size:
+            tag, pos = _varint(data, pos)
+            if tag == _NUM_ROWS_TAG:
+                num_rows, pos = _varint(data, pos)
+            elif tag == _IPC_MESSAGE_TAG and body is None:
+                length, pos = _varint(data, pos)
+                if pos + length > size:
                     break
-            else:  # every field parsed
-                if pos == size and body is not None:
-                    return BatchFrame(num_rows, body)
+                body = memoryview(data)[pos : pos + length]
+                pos += length
+            else:
+                break
+        else:  # every field parsed
+            if pos == size and body is not None:
+                return BatchFrame(num_rows, body)
     return message(data)
+
+
+def embedded_start(data: bytes, field_number: int) -> int | None:
+    """Where the embedded message begins when ``data`` is exactly one message field
+    ``field_number`` (< 16), as a oneof frame is; else None."""
+    if field_number < 16 and data and data[0] == (field_number << 3) | _LENGTH_DELIMITED:
+        length, pos = _varint(data, 1)
+        if pos + length == len(data):
+            return pos
+    return None
+
+
+def lift_bytes_field(
+    data: bytes, field_number: int, start: int = 0
+) -> tuple[bytes, memoryview] | None:
+    """The message encoded in ``data[start:]`` without its bytes field ``field_number``,
+    and a view of that field's value: the rest is small enough for protobuf to parse
+    and the value is kept without a copy. None if the field is missing or repeated,
+    or a wire type is unknown."""
+    view = memoryview(data)
+    rest: list[memoryview] = []
+    value: memoryview | None = None
+    pos, size = start, len(data)
+    while pos < size:
+        start = pos
+        tag, pos = _varint(data, pos)
+        wire_type = tag & 7
+        if wire_type == 0:
+            _, pos = _varint(data, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == _LENGTH_DELIMITED:
+            length, pos = _varint(data, pos)
+            if tag >> 3 == field_number:
+                if value is not None or pos + length > size:
+                    return None
+                value = view[pos : pos + length]
+                pos += length
+                continue
+            pos += length
+        else:
+            return None
+        if pos > size:
+            return None
+        rest.append(view[start:pos])
+    if value is None:
+        return None
+    return b"".join(rest), value
 
 
 def frame_kind(frame: Any) -> str | None:

@@ -43,6 +43,8 @@ class ExecutorConfig:
     memory_limit: str = DEFAULT_MEMORY_LIMIT
     # Tickets each source read is split into at most, read concurrently (1: unsplit).
     read_splits: int = DEFAULT_READ_SPLITS
+    # Take Parquet files' stored column chunks and decode them here (core.parquet_frames).
+    parquet_passthrough: bool = True
     # Where they spill; None: a temporary directory removed when the server stops.
     spill_dir: str | None = None
     #: ``host:port`` of the Prometheus endpoint ("" disables it; port 0 picks one).
@@ -63,6 +65,7 @@ async def build_server(config: ExecutorConfig, listen: str = "127.0.0.1:0") -> S
         config.connector_address,
         timeout=config.stage_timeout_seconds,
         read_splits=config.read_splits,
+        parquet_passthrough=config.parquet_passthrough,
     )
     engine = Engine(EngineConfig(memory_limit=config.memory_limit, spill_dir=config.spill_dir))
     runner = StageRunner(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*datadog_platform/api/common/v1/arrow.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\"\"\n\x0b\x41rrowSchema\x12\x13\n\x0bipc_message\x18\x01 \x01(\x0c\":\n\x10\x41rrowRecordBatch\x12\x10\n\x08num_rows\x18\x01 \x01(\x03\x12\x14\n\x0bipc_message\x18\xe8\x07 \x01(\x0c\"P\n\x0eStreamComplete\x12\x12\n\ntotal_rows\x18\x01 \x01(\x03\x12\x15\n\rtotal_batches\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*datadog_platform/api/common/v1/arrow.proto\x12\x1e\x64\x61tadog_platform.api.common.v1\"\"\n\x0b\x41rrowSchema\x12\x13\n\x0bipc_message\x18\x01 \x01(\x0c\":\n\x10\x41rrowRecordBatch\x12\x10\n\x08num_rows\x18\x01 \x01(\x03\x12\x14\n\x0bipc_message\x18\xe8\x07 \x01(\x0c\"P\n\x0eStreamComplete\x12\x12\n\ntotal_rows\x18\x01 \x01(\x03\x12\x15\n\rtotal_batches\x18\x02 \x01(\x03\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\"+\n\x0bParquetFile\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06\x66ooter\x18\x02 \x01(\x0c\"c\n\x0fParquetRowGroup\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x10\n\x08num_rows\x18\x02 \x01(\x03\x12\x0f\n\x07offsets\x18\x03 \x03(\x03\x12\x0f\n\x07lengths\x18\x04 \x03(\x03\x12\r\n\x04\x64\x61ta\x18\xe8\x07 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,4 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ARROWRECORDBATCH']._serialized_end=172
   _globals['_STREAMCOMPLETE']._serialized_start=174
   _globals['_STREAMCOMPLETE']._serialized_end=254
+  _globals['_PARQUETFILE']._serialized_start=256
+  _globals['_PARQUETFILE']._serialized_end=299
+  _globals['_PARQUETROWGROUP']._serialized_start=301
+  _globals['_PARQUETROWGROUP']._serialized_end=400
 # @@protoc_insertion_point(module_scope)

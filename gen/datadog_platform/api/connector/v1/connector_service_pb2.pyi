@@ -166,26 +166,32 @@ class PlanReadResponse(_message.Message):
     def __init__(self, schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., tickets: _Optional[_Iterable[_Union[ReadTicket, _Mapping]]] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("source", "ticket", "columns", "predicate")
+    __slots__ = ("source", "ticket", "columns", "predicate", "accept_parquet")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     TICKET_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PARQUET_FIELD_NUMBER: _ClassVar[int]
     source: _step_pb2.SourceSpec
     ticket: bytes
     columns: _containers.RepeatedScalarFieldContainer[str]
     predicate: _predicate_pb2.Predicate
-    def __init__(self, source: _Optional[_Union[_step_pb2.SourceSpec, _Mapping]] = ..., ticket: _Optional[bytes] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[_Union[_predicate_pb2.Predicate, _Mapping]] = ...) -> None: ...
+    accept_parquet: bool
+    def __init__(self, source: _Optional[_Union[_step_pb2.SourceSpec, _Mapping]] = ..., ticket: _Optional[bytes] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[_Union[_predicate_pb2.Predicate, _Mapping]] = ..., accept_parquet: _Optional[bool] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
-    __slots__ = ("schema", "record_batch", "complete")
+    __slots__ = ("schema", "record_batch", "complete", "parquet_file", "parquet_row_group")
     SCHEMA_FIELD_NUMBER: _ClassVar[int]
     RECORD_BATCH_FIELD_NUMBER: _ClassVar[int]
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    PARQUET_FILE_FIELD_NUMBER: _ClassVar[int]
+    PARQUET_ROW_GROUP_FIELD_NUMBER: _ClassVar[int]
     schema: _arrow_pb2.ArrowSchema
     record_batch: _arrow_pb2.ArrowRecordBatch
     complete: _arrow_pb2.StreamComplete
-    def __init__(self, schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., record_batch: _Optional[_Union[_arrow_pb2.ArrowRecordBatch, _Mapping]] = ..., complete: _Optional[_Union[_arrow_pb2.StreamComplete, _Mapping]] = ...) -> None: ...
+    parquet_file: _arrow_pb2.ParquetFile
+    parquet_row_group: _arrow_pb2.ParquetRowGroup
+    def __init__(self, schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., record_batch: _Optional[_Union[_arrow_pb2.ArrowRecordBatch, _Mapping]] = ..., complete: _Optional[_Union[_arrow_pb2.StreamComplete, _Mapping]] = ..., parquet_file: _Optional[_Union[_arrow_pb2.ParquetFile, _Mapping]] = ..., parquet_row_group: _Optional[_Union[_arrow_pb2.ParquetRowGroup, _Mapping]] = ...) -> None: ...
 
 class WriteHeader(_message.Message):
     __slots__ = ("sink", "idempotency_key")
