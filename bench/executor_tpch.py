@@ -157,9 +157,11 @@ def ratio(label: str, value: float | None, target: str = "", met: bool = False) 
 class Services:
     """Connector (connections ``data``, ``out``, ``pg``, ``artifacts``), executor, scheduler."""
 
-    def __init__(self, data_dir: Path, dsn: str, workdir: Path) -> None:
+    def __init__(
+        self, data_dir: Path, dsn: str, workdir: Path, executor_args: tuple[str, ...] = ()
+    ) -> None:
         self.out_dir = workdir / "out"
-        self.out_dir.mkdir()
+        self.out_dir.mkdir(exist_ok=True)
         connections: dict[str, dict] = {
             "data": {"type": "file", "root": str(data_dir)},
             "out": {"type": "file", "root": str(self.out_dir)},
@@ -177,6 +179,7 @@ class Services:
         self.executor = Service(
             "datadog_platform.executor.main",
             *("--connector", self.connector.address),
+            *executor_args,
             logfile=workdir / "executor.log",
         )
         self.scheduler = Service(
@@ -580,6 +583,23 @@ async def main() -> None:
                 )
         finally:
             services.stop()
+        # The same services reading the Parquet as Arrow batches the connector decoded.
+        arrow_frames = Services(
+            parquet.parent, "", workdir, executor_args=("--no-parquet-passthrough",)
+        )
+        try:
+            async with grpc.aio.insecure_channel(arrow_frames.scheduler.address) as channel:
+                stub = pb_grpc.SchedulerServiceStub(channel)
+                pipeline = q1_pipeline("q1_arrow", parquet_source(parquet.name), "q1_arrow.parquet")
+                await measure_pipeline(
+                    stub,
+                    pipeline,
+                    "pipeline Q1, Parquet decoded by the connector (--no-parquet-passthrough)",
+                    rows=rows,
+                    repeat=args.repeat,
+                )
+        finally:
+            arrow_frames.stop()
 
         print("results", flush=True)
         same_result("pandas Q1 vs DuckDB", pandas_result, expected)
