@@ -15,8 +15,8 @@ memory stay as with one stream. One ticket (a source that cannot be split) is re
 with one plain ``Read``.
 
 With ``parquet_passthrough`` the reads accept Parquet frames: the connector may send
-a Parquet file's stored column chunks, which are decoded here in worker threads
-(``core.parquet_frames``). For TPC-H Q1 that is 64 MB on the wire instead of 470 MB,
+a Parquet file's stored column chunks, which are decoded here, on one thread per
+stream (``executor.stored_parquet``). For TPC-H Q1 that is 64 MB on the wire instead of 470 MB,
 and the connector's decoding and encoding CPU gone.
 """
 
