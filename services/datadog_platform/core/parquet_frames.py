@@ -225,7 +225,13 @@ class ParquetDecoder:
         rows = 0
         for batch in decoded:
             rows += batch.num_rows
-            yield from split_by_bytes([self._conform(batch)])
+            batch = self._conform(batch)
+            if batch.nbytes:
+                # The file's sizes only estimate the decoded ones (dictionaries, decimals
+                # widen): size the next row group's batches from this one's. Slices
+                # of an oversized batch would each pin all of it.
+                self._batch_rows = max(1, batch.num_rows * TARGET_BATCH_BYTES // batch.nbytes)
+            yield from split_by_bytes([batch])
         if rows != chunk.num_rows:
             raise ValueError(f"row group {chunk.index} held {rows} rows, not {chunk.num_rows}")
 
