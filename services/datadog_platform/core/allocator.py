@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 
+import pyarrow as pa
+
 # mallopt(3) parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -40,3 +42,18 @@ def tune_allocator() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     )
+
+
+def arrow_jemalloc() -> bool:
+    """Make jemalloc Arrow's default pool; False where pyarrow was built without it.
+
+    For the executor, which decodes Parquet on one thread per read stream and frees
+    the batches on DuckDB's threads: over a 9M-row read its RSS grew 104-108 MiB with
+    pyarrow's default mimalloc pool against 91-96 MiB with jemalloc, at the same speed
+    (TPC-H Q1).
+    """
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except NotImplementedError:
+        return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from datadog_platform.core.allocator import arrow_jemalloc
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_EXECUTOR_ADDRESS,
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     config.metrics_listen = resolve_metrics_listen(
         args.metrics_listen, args.listen, DEFAULT_EXECUTOR_METRICS_PORT
     )
+    arrow_jemalloc()
     run_service("executor", args, lambda: build_server(config, args.listen))
 
 
