@@ -226,10 +226,10 @@ class ParquetDecoder:
         for batch in decoded:
             rows += batch.num_rows
             batch = self._conform(batch)
-            if batch.nbytes:
+            if batch.nbytes > 2 * TARGET_BATCH_BYTES:
                 # The file's sizes only estimate the decoded ones (dictionaries, decimals
-                # widen): size the next row group's batches from this one's. Slices
-                # of an oversized batch would each pin all of it.
+                # widen): a batch too big is sliced below, and each slice pins all of
+                # it. Size the next row group's batches from this one.
                 self._batch_rows = max(1, batch.num_rows * TARGET_BATCH_BYTES // batch.nbytes)
             yield from split_by_bytes([batch])
         if rows != chunk.num_rows:
