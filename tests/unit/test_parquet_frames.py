@@ -204,3 +204,9 @@ def test_missing_pieces_wrong_counts_and_bad_footers_are_errors(tmp_path: Path) 
         ParquetDecoder(ParquetFileHead(head.size, head.footer[:-1]), schema)
     with pytest.raises(ValueError, match="no column 'nope'"):
         ParquetDecoder(head, pa.schema([pa.field("nope", pa.int64())]))
+
+
+@pytest.mark.parametrize("content", [b"", b"PAR1", b"not a parquet file at all"])
+def test_a_file_without_a_parquet_footer_is_invalid(content: bytes) -> None:
+    with pytest.raises(pa.ArrowInvalid, match="not a Parquet file"):
+        read_head(pa.BufferReader(content))

@@ -7,8 +7,9 @@ the extension on read; Parquet compresses internally, Arrow files not at all.
 
 Reading streams, except a JSON array, which is parsed whole (a JSON array has no
 record boundaries to resume from): use NDJSON for large data. CSV column types
-come from the first block (``TARGET_BATCH_BYTES``); an unquoted empty field is NULL and a quoted one
-(``""``) an empty string, so what the CSV writer writes reads back the same.
+come from the first block (``TARGET_BATCH_BYTES``); an unquoted empty field is NULL
+and a quoted one (``""``) an empty string, so what the CSV writer writes reads back
+the same.
 
 Writers stream batches to an output stream. JSON has no NaN/Infinity: such floats
 are written as null. Values JSON cannot hold are written as text: dates, times and
@@ -374,7 +375,8 @@ def _parquet_stored(
     """The file's head and stored chunks of ``targets``, or None when it must be decoded."""
     handle = filesystem.open_input_file(path)
     try:
-        parquet = pq.ParquetFile(handle)
+        head = read_head(handle)  # the footer is read once, and parsed from these bytes
+        parquet = pq.ParquetFile(handle, metadata=head.metadata())
         groups = list(row_groups) if row_groups is not None else list(range(parquet.num_row_groups))
         leaves = passthrough_leaves(parquet, targets, groups)
     except BaseException:
@@ -383,14 +385,18 @@ def _parquet_stored(
     if leaves is None:
         handle.close()
         return None
-    return _stored_chunks(handle, parquet.metadata, leaves, groups)
+    return _stored_chunks(handle, head, parquet.metadata, leaves, groups)
 
 
 def _stored_chunks(
-    handle: pa.NativeFile, metadata: pq.FileMetaData, leaves: list[int], groups: list[int]
+    handle: pa.NativeFile,
+    head: ParquetFileHead,
+    metadata: pq.FileMetaData,
+    leaves: list[int],
+    groups: list[int],
 ) -> Iterator[ParquetFileHead | ParquetChunk]:
     with handle:
-        yield read_head(handle)
+        yield head
         yield from read_chunks(handle, metadata, leaves, groups)
 
 

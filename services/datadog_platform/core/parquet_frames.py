@@ -44,6 +44,10 @@ class ParquetFileHead:
     size: int
     footer: bytes
 
+    def metadata(self) -> pq.FileMetaData:
+        """The footer, parsed."""
+        return pq.read_metadata(pa.BufferReader(self.footer))
+
 
 @dataclass(frozen=True)
 class ParquetChunk:
@@ -120,10 +124,10 @@ def _same_kind(stored: pa.DataType, target: pa.DataType) -> bool:
 def read_head(handle: pa.NativeFile) -> ParquetFileHead:
     """The size and footer of the Parquet file open as ``handle``."""
     size = handle.size()
-    tail = handle.read_at(8, size - 8)
+    tail = handle.read_at(8, size - 8) if size >= 8 else b""
     length = int.from_bytes(tail[:4], "little")
     if tail[4:] != _MAGIC or length + 8 > size:
-        raise ValueError("not a Parquet file (no footer)")
+        raise pa.ArrowInvalid("not a Parquet file (no footer)")
     return ParquetFileHead(size, handle.read_at(length + 8, size - length - 8))
 
 
@@ -176,7 +180,7 @@ class ParquetDecoder:
             raise ValueError("the Parquet footer is malformed")
         self._head = head
         self._schema = schema
-        self.metadata = pq.read_metadata(pa.BufferReader(head.footer))
+        self.metadata = head.metadata()
         stored = self.metadata.schema.to_arrow_schema()
         for target in schema:
             if stored.get_field_index(target.name) < 0:
@@ -192,11 +196,7 @@ class ParquetDecoder:
         ]
 
     def _dictionary_encoded(self, name: str) -> bool:
-        leaves = [
-            i
-            for i in range(self.metadata.num_columns)
-            if self.metadata.schema.column(i).path == name
-        ]
+        leaves = leaf_columns(self.metadata, [name])
         return len(leaves) == 1 and all(
             self.metadata.row_group(g).column(leaves[0]).has_dictionary_page
             for g in range(self.metadata.num_row_groups)
