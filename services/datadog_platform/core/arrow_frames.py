@@ -202,7 +202,7 @@ def lift_bytes_field(
     value: memoryview | None = None
     pos, size = start, len(data)
     while pos < size:
-        start = pos
+        field_start = pos
         tag, pos = _varint(data, pos)
         wire_type = tag & 7
         if wire_type == 0:
@@ -224,7 +224,7 @@ def lift_bytes_field(
             return None
         if pos > size:
             return None
-        rest.append(view[start:pos])
+        rest.append(view[field_start:pos])
     if value is None:
         return None
     return b"".join(rest), value

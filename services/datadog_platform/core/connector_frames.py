@@ -1,8 +1,9 @@
-"""The record-batch frames of ``ConnectorService``'s ``Read`` and ``Write`` streams.
+"""The data frames of ``ConnectorService``'s ``Read`` and ``Write`` streams.
 
 Both ends of each stream (the connector service and the executor's data plane) build
-and parse these frames with ``arrow_frames``; the field numbers and parsers live here
-once so the two sides cannot drift apart.
+and parse the record-batch frames with ``arrow_frames``, and the executor parses the
+Parquet row-group frames here; the field numbers and parsers live here once so the
+two sides cannot drift apart.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ with one plain ``Read``.
 
 With ``parquet_passthrough`` the reads accept Parquet frames: the connector may send
 a Parquet file's stored column chunks, which are decoded here, on one thread per
-stream (``executor.stored_parquet``). For TPC-H Q1 that is 64 MB on the wire instead of 470 MB,
-and the connector's decoding and encoding CPU gone.
+stream (``executor.stored_parquet``). For TPC-H Q1 that is 64 MB on the wire instead
+of 470 MB, and the connector's decoding and encoding CPU gone.
 """
 
 from __future__ import annotations
