@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -26,11 +27,77 @@ async def numbers(count: int) -> AsyncIterator[pa.RecordBatch]:
 
 async def test_feed_delivers_every_batch_to_a_reader_in_a_thread() -> None:
     feed = BatchFeed(SCHEMA, capacity=2)
-    reader = feed.reader()
+    reading = asyncio.create_task(asyncio.to_thread(lambda: feed.reader().read_all()))
+    await asyncio.sleep(0.05)
+    assert not reading.done(), "the reader waits for the first batch to know its schema"
     producer = asyncio.create_task(feed.feed(numbers(50)))
-    table = await asyncio.to_thread(reader.read_all)
+    table = await reading
     await producer
     assert table.column("n").to_pylist() == list(range(50))
+    assert table.schema.equals(SCHEMA)
+
+
+async def test_an_empty_feed_reads_as_its_schema() -> None:
+    feed = BatchFeed(SCHEMA)
+    await feed.feed(numbers(0))
+    table = await asyncio.to_thread(lambda: feed.reader().read_all())
+    assert table.num_rows == 0
+    assert table.schema.equals(SCHEMA)
+
+
+STRINGS = pa.schema([("s", pa.string_view()), ("n", pa.int64())])
+DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+
+
+def strings(values: list[str | None], *, dictionary: bool) -> pa.RecordBatch:
+    column = pa.array(values, pa.string())
+    array = column.dictionary_encode() if dictionary else column.cast(pa.string_view())
+    numbers = pa.array(range(len(values)), pa.int64())
+    return pa.RecordBatch.from_arrays([array, numbers], names=STRINGS.names)
+
+
+async def feed_all(*batches: pa.RecordBatch) -> pa.Table:
+    feed = BatchFeed(STRINGS, capacity=len(batches) + 1)
+    await feed.feed(_of(*batches))
+    return await asyncio.to_thread(lambda: feed.reader().read_all())
+
+
+async def test_string_columns_keep_the_dictionaries_of_the_first_batch() -> None:
+    table = await feed_all(
+        strings(["a", "b", None], dictionary=True),
+        strings(["é", "a"], dictionary=False),  # another file, stored without one
+        strings(["c"], dictionary=True),
+    )
+    assert table.schema.field("s").type == DICTIONARY
+    assert table.column("s").to_pylist() == ["a", "b", None, "é", "a", "c"]
+    assert table.column("n").to_pylist() == [0, 1, 2, 0, 1, 0]
+
+
+async def test_dictionaries_after_plain_strings_are_decoded() -> None:
+    table = await feed_all(
+        strings(["a", None], dictionary=False), strings(["b", "a"], dictionary=True)
+    )
+    assert table.schema.equals(STRINGS)
+    assert table.column("s").to_pylist() == ["a", None, "b", "a"]
+
+
+async def test_duckdb_reads_dictionaries_as_the_strings_they_hold() -> None:
+    feed = BatchFeed(STRINGS)
+    await feed.feed(_of(strings(["x", "y", "x", None], dictionary=True)))
+
+    def query() -> pa.Table:
+        with duckdb.connect() as con:
+            con.register("t", feed.reader())
+            return con.sql("SELECT s, count(*) AS c FROM t GROUP BY s ORDER BY s").to_arrow_table()
+
+    table = await asyncio.to_thread(query)
+    assert table.schema.field("s").type == pa.string()
+    assert table.to_pylist() == [{"s": "x", "c": 2}, {"s": "y", "c": 1}, {"s": None, "c": 1}]
+
+
+async def _of(*batches: pa.RecordBatch) -> AsyncIterator[pa.RecordBatch]:
+    for item in batches:
+        yield item
 
 
 async def test_feed_holds_at_most_its_capacity() -> None:
@@ -47,8 +114,7 @@ async def test_feed_holds_at_most_its_capacity() -> None:
 
 async def test_closing_the_feed_wakes_a_waiting_reader() -> None:
     feed = BatchFeed(SCHEMA)
-    reader = feed.reader()
-    reading = asyncio.create_task(asyncio.to_thread(reader.read_next_batch))
+    reading = asyncio.create_task(asyncio.to_thread(lambda: feed.reader().read_next_batch()))
     await asyncio.sleep(0.05)
     started = time.perf_counter()
     feed.close()
@@ -63,12 +129,12 @@ async def test_a_failing_producer_is_recorded_and_ends_the_reader() -> None:
         raise ValueError("source broke")
 
     feed = BatchFeed(SCHEMA)
-    reader = feed.reader()
+    reading = asyncio.create_task(asyncio.to_thread(lambda: feed.reader().read_all()))
     with pytest.raises(ValueError, match="source broke"):
         await feed.feed(broken())
     assert isinstance(feed.error, ValueError)
     with pytest.raises(Exception, match="stopped"):
-        await asyncio.to_thread(reader.read_all)
+        await reading
 
 
 def reader_of(count: int, fail_at: int | None = None) -> pa.RecordBatchReader:

@@ -200,6 +200,8 @@ class ProjectingPlane:
 
     def __init__(self) -> None:
         self.reads: list[tuple[str, ...]] = []
+        #: Per read, whether string columns could be handed over as dictionaries.
+        self.dictionaries: list[bool] = []
         self.table = pa.table(
             {
                 "id": [1, 2, 3],
@@ -219,13 +221,28 @@ class ProjectingPlane:
 
     @asynccontextmanager
     async def read(
-        self, source: step_pb2.SourceSpec, columns: Sequence[str] = ()
+        self,
+        source: step_pb2.SourceSpec,
+        columns: Sequence[str] = (),
+        *,
+        dictionary_strings: bool = False,
     ) -> AsyncIterator[SourceStream]:
         self.reads.append(tuple(columns))
+        self.dictionaries.append(dictionary_strings)
         table = self.table.select(list(columns)) if columns else self.table
 
         async def batches() -> AsyncIterator[pa.RecordBatch]:
             for batch in table.to_batches():
+                if dictionary_strings:  # as Parquet stored with dictionaries reads
+                    batch = pa.RecordBatch.from_arrays(
+                        [
+                            c.cast(pa.string()).dictionary_encode()
+                            if pa.types.is_string(c.type) or pa.types.is_large_string(c.type)
+                            else c
+                            for c in batch.columns
+                        ],
+                        names=batch.schema.names,
+                    )
                 yield batch
 
         yield SourceStream(table.schema, batches())
@@ -267,7 +284,9 @@ async def test_the_stage_reads_only_the_columns_its_query_uses(engine: Engine) -
     )
     assert isinstance(outcome, TaskSucceeded), outcome
     assert plane.reads == [("status", "amount", "tax")]
+    assert plane.dictionaries == [True], "only a query reads the source"
     assert plane.written is not None
+    assert plane.written.schema.field("status").type == pa.large_string()
     assert sorted(plane.written.to_pylist(), key=lambda r: r["status"]) == [
         {"status": "a", "total": pa.scalar(3, pa.decimal128(12, 2)).as_py()},
         {"status": "b", "total": pa.scalar(2, pa.decimal128(12, 2)).as_py()},
@@ -280,6 +299,7 @@ async def test_a_source_watermark_column_is_kept(engine: Engine) -> None:
     outcome = await run_stage(plane, engine, source, step("s", "select", {"columns": ["id"]}))
     assert isinstance(outcome, TaskSucceeded), outcome
     assert plane.reads == [("id", "at")]
+    assert plane.dictionaries == [False], "the watermark is taken on the source's batches"
     assert outcome.watermarks["orders"].startswith("1970-01-01")
 
 
@@ -292,3 +312,24 @@ async def test_a_stage_passing_every_column_on_reads_them_all(engine: Engine) ->
     assert plane.reads == [()]
     assert plane.written is not None
     assert plane.written.schema.names == ORDERS.names
+    assert plane.written.schema.types == ORDERS.types, "string columns are not dictionaries"
+    assert plane.written.column("note").to_pylist() == ["x", "y", "z"]
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        [],  # the sink reads the source
+        [step("c", "cast", {"columns": [{"column": "id", "type": "float64"}]})],  # an operator
+    ],
+    ids=["sink", "operator"],
+)
+async def test_only_queries_are_handed_strings_as_dictionaries(
+    engine: Engine, steps: list[dict[str, Any]]
+) -> None:
+    plane = ProjectingPlane()
+    outcome = await run_stage(plane, engine, src("orders"), *steps)
+    assert isinstance(outcome, TaskSucceeded), outcome
+    assert plane.dictionaries == [False]
+    assert plane.written is not None
+    assert plane.written.column("status").type == pa.large_string()

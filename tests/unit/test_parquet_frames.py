@@ -57,11 +57,15 @@ def _send(path: Path, schema: pa.Schema, row_groups: list[int] | None = None) ->
         return [read_head(handle), *read_chunks(handle, parquet.metadata, leaves, groups)]
 
 
-def _receive(sent: list[object], schema: pa.Schema) -> pa.Table:
+def _decode(sent: list[object], schema: pa.Schema, dictionaries: bool) -> list[pa.RecordBatch]:
     head, *chunks = sent
     assert isinstance(head, ParquetFileHead)
-    decoder = ParquetDecoder(head, schema)
-    batches = [batch for chunk in chunks for batch in decoder.batches(chunk)]  # type: ignore[arg-type]
+    decoder = ParquetDecoder(head, schema, dictionaries=dictionaries)
+    return [batch for chunk in chunks for batch in decoder.batches(chunk)]  # type: ignore[arg-type]
+
+
+def _receive(sent: list[object], schema: pa.Schema) -> pa.Table:
+    batches = _decode(sent, schema, dictionaries=False)
     assert all(batch.schema.equals(schema) for batch in batches)
     return pa.Table.from_batches(batches, schema)
 
@@ -172,6 +176,28 @@ def test_large_strings_and_string_views_stored_read_as_the_stream_type(tmp_path:
     got = _receive(_send(path, schema), schema)
     assert got.column("s").type == pa.string()
     assert got.column("s").to_pylist() == ["a", None, "ccc"] * 1000
+
+
+def test_strings_stored_with_a_dictionary_can_stay_dictionaries(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "flag": pa.array(["A", None, "R", "é"] * 3000, pa.string_view()),
+            "comment": pa.array([f"unique {i}" for i in range(12_000)]),
+            "id": pa.array(range(12_000), pa.int64()),
+        }
+    )
+    path = tmp_path / "t.parquet"
+    # "comment" is stored without a dictionary: it decodes to its stream type.
+    pq.write_table(table, path, row_group_size=5_000, use_dictionary=["flag"])
+    schema = table.schema
+    for dictionaries in (True, False):
+        batches = _decode(_send(path, schema), schema, dictionaries)
+        flag = pa.dictionary(pa.int32(), pa.string()) if dictionaries else pa.string_view()
+        expected = pa.schema([("flag", flag), ("comment", pa.string()), ("id", pa.int64())])
+        assert all(batch.schema.equals(expected) for batch in batches)
+        got = pa.Table.from_batches(batches)
+        assert got.column("flag").to_pylist() == table.column("flag").to_pylist()
+        assert got.column("comment").to_pylist() == table.column("comment").to_pylist()
 
 
 def test_missing_pieces_wrong_counts_and_bad_footers_are_errors(tmp_path: Path) -> None:

@@ -118,17 +118,25 @@ class GrpcDataPlane:
 
     @asynccontextmanager
     async def read(
-        self, source: step_pb2.SourceSpec, columns: Sequence[str] = ()
+        self,
+        source: step_pb2.SourceSpec,
+        columns: Sequence[str] = (),
+        *,
+        dictionary_strings: bool = False,
     ) -> AsyncIterator[SourceStream]:
         """Read ``source`` (``columns`` only, in that order; all when empty): its schema,
-        then its batches in source order; leaving cancels every call."""
+        then its batches in source order; leaving cancels every call.
+
+        With ``dictionary_strings``, string columns may come as Arrow dictionaries of
+        strings (Parquet stored with a dictionary and sent as stored).
+        """
         tickets: Sequence[bytes] = ()
         if self._read_splits > 1:
             tickets = await self._plan(source, columns)
         if len(tickets) <= 1:
             # Unsplit: the plain Read (a single ticket reads the same rows).
             async with self._open(source, columns, b"") as (schema, call):
-                yield SourceStream(schema, self._batches(call, schema))
+                yield SourceStream(schema, self._batches(call, schema, dictionary_strings))
             return
         async with contextlib.AsyncExitStack() as stack:
             opened = await asyncio.gather(
@@ -146,7 +154,8 @@ class GrpcDataPlane:
                         f"{schema} vs {other}"
                     )
             calls = [call for _, call in opened]
-            async with _OrderedSplits(self, calls, schema, self._read_ahead) as batches:
+            splits = _OrderedSplits(self, calls, schema, self._read_ahead, dictionary_strings)
+            async with splits as batches:
                 yield SourceStream(schema, batches)
 
     async def _plan(self, source: step_pb2.SourceSpec, columns: Sequence[str]) -> list[bytes]:
@@ -225,10 +234,10 @@ class GrpcDataPlane:
         return WriteResult(rows_written=response.rows_written, location=response.location)
 
     async def _batches(
-        self, call: grpc.aio.UnaryStreamCall, schema: pa.Schema
+        self, call: grpc.aio.UnaryStreamCall, schema: pa.Schema, dictionary_strings: bool
     ) -> AsyncIterator[pa.RecordBatch]:
         counter = StreamCounter()
-        stored = StoredParquetStream(schema)
+        stored = StoredParquetStream(schema, dictionaries=dictionary_strings)
         try:
             while True:
                 frame = await self._next(call)
@@ -323,10 +332,12 @@ class _OrderedSplits:
         calls: Sequence[grpc.aio.UnaryStreamCall],
         schema: pa.Schema,
         read_ahead: int,
+        dictionary_strings: bool,
     ) -> None:
         self._plane = plane
         self._calls = calls
         self._schema = schema
+        self._dictionary_strings = dictionary_strings
         self._queues: list[asyncio.Queue[pa.RecordBatch | BaseException | None]] = [
             asyncio.Queue(read_ahead) for _ in calls
         ]
@@ -353,7 +364,8 @@ class _OrderedSplits:
         queue: asyncio.Queue[pa.RecordBatch | BaseException | None],
     ) -> None:
         try:
-            async for batch in self._plane._batches(call, self._schema):
+            batches = self._plane._batches(call, self._schema, self._dictionary_strings)
+            async for batch in batches:
                 await queue.put(batch)
         except Exception as exc:  # handed to the consumer, in order
             await queue.put(exc)

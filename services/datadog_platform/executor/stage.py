@@ -172,7 +172,8 @@ class DataPlane(Protocol):
 
 
 class ProjectingDataPlane(DataPlane, Protocol):
-    """A data plane that can also describe a source and read some of its columns.
+    """A data plane that can also describe a source, read some of its columns and hand
+    string columns over as dictionaries.
 
     The stage uses it for projection pushdown when the data plane has ``describe``;
     a plain :class:`DataPlane` (e.g. a test fake) always reads every column.
@@ -183,9 +184,17 @@ class ProjectingDataPlane(DataPlane, Protocol):
         ...
 
     def read(
-        self, source: step_pb2.SourceSpec, columns: Sequence[str] = ()
+        self,
+        source: step_pb2.SourceSpec,
+        columns: Sequence[str] = (),
+        *,
+        dictionary_strings: bool = False,
     ) -> AbstractAsyncContextManager[SourceStream]:
-        """Open a read of ``columns`` of ``source`` (in that order; every column when empty)."""
+        """Open a read of ``columns`` of ``source`` (in that order; every column when empty).
+
+        With ``dictionary_strings``, a string column's batches may hold dictionaries of
+        strings instead (only DuckDB queries may be given those: ``engine.bridge``).
+        """
         ...
 
 
@@ -523,7 +532,13 @@ class StageRunner:
         async with AsyncExitStack() as stack:
             pushdown = await self._projections(attempt)
             stack.callback(pushdown.close)
-            sources = await self._open_sources(graph, stack, pushdown.columns)
+            # Only a DuckDB query takes string columns as dictionaries (engine.bridge).
+            dictionaries = frozenset(
+                node.name
+                for node in graph.sources
+                if graph.read_by_queries_only(node.name) and node.name not in plan.watermarks
+            )
+            sources = await self._open_sources(graph, stack, pushdown.columns, dictionaries)
             schemas = {name: source.schema for name, source in sources.items()}
             for name, schema in schemas.items():
                 _bind_watermarks(watermarks, name, schema)
@@ -621,19 +636,28 @@ class StageRunner:
         return pushdown
 
     async def _open_sources(
-        self, graph: StageGraph, stack: AsyncExitStack, columns: Mapping[str, Sequence[str]]
+        self,
+        graph: StageGraph,
+        stack: AsyncExitStack,
+        columns: Mapping[str, Sequence[str]],
+        dictionaries: frozenset[str],
     ) -> dict[str, SourceStream]:
         """Every source, opened concurrently: inline ones here, others through the data plane
-        (of ``columns[step]`` only, when given)."""
+        (of ``columns[step]`` only, when given; string columns possibly as dictionaries
+        for the steps in ``dictionaries``, when the data plane can)."""
+        projecting = hasattr(self._data_plane, "describe")
 
         async def open_one(name: str, spec: step_pb2.SourceSpec, own: AsyncExitStack) -> Any:
             try:
                 if is_inline(spec):
                     batch = inline_batch(spec.inline)
                     return SourceStream(batch.schema, _one(batch))
-                if name in columns:
-                    plane: Any = self._data_plane  # a ProjectingDataPlane (it has describe)
-                    return await own.enter_async_context(plane.read(spec, columns[name]))
+                if projecting:
+                    plane: Any = self._data_plane  # a ProjectingDataPlane
+                    read = plane.read(
+                        spec, columns.get(name, ()), dictionary_strings=name in dictionaries
+                    )
+                    return await own.enter_async_context(read)
                 return await own.enter_async_context(self._data_plane.read(spec))
             except DomainError as exc:
                 raise _step_failed(name, "source", exc) from exc

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
@@ -27,10 +28,15 @@ T = TypeVar("T")
 
 
 class StoredParquetStream:
-    """The Parquet frames of one read stream, decoded in order. ``close()`` when done."""
+    """The Parquet frames of one read stream, decoded in order. ``close()`` when done.
 
-    def __init__(self, schema: pa.Schema) -> None:
+    With ``dictionaries``, dictionary-encoded string columns stay Arrow dictionaries
+    (``ParquetDecoder``).
+    """
+
+    def __init__(self, schema: pa.Schema, *, dictionaries: bool = False) -> None:
         self._schema = schema
+        self._dictionaries = dictionaries
         self._decoder: ParquetDecoder | None = None
         self._thread: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -38,7 +44,11 @@ class StoredParquetStream:
         """Take the next file's footer."""
         head = ParquetFileHead(frame.size, frame.footer)
         try:
-            self._decoder = await self._run(ParquetDecoder, head, self._schema)
+            self._decoder = await self._run(
+                functools.partial(ParquetDecoder, dictionaries=self._dictionaries),
+                head,
+                self._schema,
+            )
         except (ValueError, OSError) as exc:  # pyarrow's errors derive from these
             raise protocol_error(
                 f"cannot read the Parquet footer the connector sent: {exc}"

@@ -86,6 +86,13 @@ class StageGraph:
         """The transform steps."""
         return tuple(n for n in self.nodes if n.role == "transform")
 
+    def read_by_queries_only(self, name: str) -> bool:
+        """Whether every step reading stream ``name`` runs in a DuckDB query."""
+        readers = [n for n in self.nodes if name in n.inputs]
+        return bool(readers) and all(
+            n.role == "transform" and n.name not in self.operators for n in readers
+        )
+
     def segment_of(self, output: str) -> Segment | None:
         """The query computing stream ``output``; None for a source or an operator."""
         return next((s for s in self.segments if s.output == output), None)

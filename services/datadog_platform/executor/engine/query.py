@@ -324,26 +324,26 @@ def runtime_error(
 class QueryRun:
     """A bound query running over its input streams; iterate its output batches.
 
-    ``start`` registers a :class:`BatchFeed` per leaf and opens the result in a
-    thread; ``stop`` interrupts the query, closes the feeds and waits for the thread.
+    ``start`` opens the result in a thread, which registers a :class:`BatchFeed` per
+    leaf once the leaf's first batch tells its reader's schema; ``stop`` interrupts
+    the query, closes the feeds and waits for the thread.
     """
 
     def __init__(self, engine: Engine, bound: BoundQuery) -> None:
         self.bound = bound
         self.feeds = {leaf: BatchFeed(schema) for leaf, schema in bound.inputs.items()}
         self._cursor = engine.cursor()
-        for leaf, feed in self.feeds.items():
-            self._cursor.register(stream_view(leaf), feed.reader())
         self._drain: BatchDrain | None = None
 
     def start(self) -> AsyncIterator[pa.RecordBatch]:
         """Start the query (in a thread); its raw output batches."""
-        sql = self.bound.sql
-        self._drain = BatchDrain(
-            lambda: self._cursor.sql(sql).to_arrow_reader(OUTPUT_BATCH_ROWS),
-            name=f"query-{self.bound.segment.output}",
-        )
+        self._drain = BatchDrain(self._open, name=f"query-{self.bound.segment.output}")
         return self._drain
+
+    def _open(self) -> pa.RecordBatchReader:
+        for leaf, feed in self.feeds.items():
+            self._cursor.register(stream_view(leaf), feed.reader())
+        return self._cursor.sql(self.bound.sql).to_arrow_reader(OUTPUT_BATCH_ROWS)
 
     def source_error(self) -> BaseException | None:
         """The first input failure, which explains a query error better than DuckDB can."""
