@@ -187,11 +187,15 @@ def test_strings_stored_with_a_dictionary_can_stay_dictionaries(tmp_path: Path) 
         }
     )
     path = tmp_path / "t.parquet"
-    # "comment" is stored without a dictionary: it decodes to its stream type.
-    pq.write_table(table, path, row_group_size=5_000, use_dictionary=["flag"])
+    # "comment" is stored with a dictionary as big as its values (or without one):
+    # it decodes to its stream type.
+    pq.write_table(table, path, row_group_size=5_000, use_dictionary=["flag", "comment"])
+    pq.write_table(table, tmp_path / "plain.parquet", row_group_size=5_000, use_dictionary=False)
     schema = table.schema
     for dictionaries in (True, False):
         batches = _decode(_send(path, schema), schema, dictionaries)
+        plain = _decode(_send(tmp_path / "plain.parquet", schema), schema, dictionaries)
+        assert all(batch.schema.equals(schema) for batch in plain)
         flag = pa.dictionary(pa.int32(), pa.string()) if dictionaries else pa.string_view()
         expected = pa.schema([("flag", flag), ("comment", pa.string()), ("id", pa.int64())])
         assert all(batch.schema.equals(expected) for batch in batches)
