@@ -327,7 +327,6 @@ async def test_memory_stays_bounded_streaming_ten_times_the_memory_limit(
         assert done.succeeded.metrics.rows_read == ROWS
         # Read as stored, the repeated strings arrive as dictionaries (engine.bridge): the
         # input's bytes are fewer than its decoded size; the query's output is decoded.
-        print("written", done.succeeded.metrics.bytes_written, done.succeeded.metrics.bytes_read)
         assert done.succeeded.metrics.bytes_written > 10 * limit
         growth = peak - baseline
         print(f"baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB")
