@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from datadog_platform.connector.app import build_server, load_config
+from datadog_platform.core.allocator import tune_allocator
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_CONNECTOR_METRICS_PORT,
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, load the connections, serve until signalled."""
+    tune_allocator()  # before any thread starts (core.allocator)
     args = build_parser().parse_args(argv)
     config_path = Path(args.config) if args.config else None
     root = Path(args.root)

@@ -11,7 +11,6 @@ import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 
-from datadog_platform.core.allocator import tune_allocator
 from datadog_platform.core.errors import DomainError
 from datadog_platform.core.logging import configure_logging
 from datadog_platform.core.server import Server
@@ -23,7 +22,6 @@ def run_service(
     """Build and start the server, print ``listening on HOST:PORT`` (then ``metrics on
     HOST:PORT`` when the Prometheus endpoint is on), serve until SIGTERM."""
     configure_logging(service, args.log_level)
-    tune_allocator()
     try:
         asyncio.run(_serve(build, args.shutdown_grace))
     except (OSError, DomainError) as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from datadog_platform.core.allocator import arrow_jemalloc
+from datadog_platform.core.allocator import arrow_jemalloc, tune_allocator
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_EXECUTOR_ADDRESS,
@@ -24,6 +24,7 @@ from datadog_platform.executor.stage import DEFAULT_SLOTS
 
 def main(argv: list[str] | None = None) -> None:
     """Parse flags, start the server, print ``listening on HOST:PORT``, serve until signalled."""
+    tune_allocator()  # before any thread starts (core.allocator)
     parser = argparse.ArgumentParser(
         prog="datadog-executor",
         description="DataDog executor: runs pipeline stages on Arrow record batches.",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from datadog_platform.core.allocator import tune_allocator
 from datadog_platform.core.config import (
     DEFAULT_CONNECTOR_ADDRESS,
     DEFAULT_EXECUTOR_ADDRESS,
@@ -82,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``datadog-scheduler`` and ``python -m datadog_platform.scheduler.main``."""
+    tune_allocator()  # before any thread starts (core.allocator)
     args = parse_args(argv)
     config = SchedulerConfig(
         store=args.store,
