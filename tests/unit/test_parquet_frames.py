@@ -204,6 +204,15 @@ def test_strings_stored_with_a_dictionary_can_stay_dictionaries(tmp_path: Path) 
         assert got.column("comment").to_pylist() == table.column("comment").to_pylist()
 
 
+def test_a_dictionary_typed_stream_column_stays_a_dictionary(tmp_path: Path) -> None:
+    table = pa.table({"c": pa.array(["x", "y", None, "x"] * 500).dictionary_encode()})
+    path = _write(tmp_path / "t.parquet", table)  # as pandas writes a categorical
+    for dictionaries in (True, False):
+        batches = _decode(_send(path, table.schema), table.schema, dictionaries)
+        assert all(batch.schema.equals(table.schema) for batch in batches)
+        assert pa.Table.from_batches(batches).equals(table.combine_chunks())
+
+
 def test_missing_pieces_wrong_counts_and_bad_footers_are_errors(tmp_path: Path) -> None:
     table = _table()
     path = _write(tmp_path / "t.parquet", table)

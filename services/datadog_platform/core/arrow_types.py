@@ -7,6 +7,8 @@ creation is one the executor runs. Accepted: every ``pyarrow.type_for_alias`` al
 "time"/"timestamp"/"duration" (microseconds, DuckDB's unit), ``decimal128(p, s)`` and
 its 32/64/256-bit siblings, ``timestamp[unit, tz=ZONE]`` with an IANA zone or a fixed
 offset such as "+02:00", and ``fixed_size_binary[n]``. Nested types are not.
+
+Also: :func:`is_string_kind`, for code that treats Arrow's three string types alike.
 """
 
 from __future__ import annotations
@@ -90,3 +92,10 @@ def _is_zone(zone: str) -> bool:
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):
         return False
     return True
+
+
+def is_string_kind(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is one of Arrow's string types (plain, large or view)."""
+    return (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )

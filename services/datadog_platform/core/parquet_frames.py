@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datadog_platform.core.arrow_frames import TARGET_BATCH_BYTES, split_by_bytes
+from datadog_platform.core.arrow_types import is_string_kind
 
 #: Rows per decoded batch when a file gives no size to estimate from.
 DEFAULT_BATCH_ROWS = 65_536
@@ -110,13 +111,6 @@ def leaf_columns(metadata: pq.FileMetaData, names: Sequence[str]) -> list[int]:
     ]
 
 
-def is_string_kind(kind: pa.DataType) -> bool:
-    """Whether ``kind`` is one of Arrow's string types (plain, large or view)."""
-    return (
-        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-    )
-
-
 def _same_kind(stored: pa.DataType, target: pa.DataType) -> bool:
     if stored.equals(target):
         return True
@@ -183,7 +177,7 @@ class ParquetDecoder:
     def __init__(
         self, head: ParquetFileHead, schema: pa.Schema, *, dictionaries: bool = False
     ) -> None:
-        """With ``dictionaries``, string columns stored with a dictionary in every row
+        """With ``dictionaries``, string columns stored with a small dictionary in every row
         group come out as Arrow dictionaries of strings instead of ``schema``'s type:
         for a reader that takes them as they are (a DuckDB query: see
         ``executor.engine.bridge``), which spares both the decoding of each value and
@@ -266,10 +260,13 @@ class ParquetDecoder:
         fields, arrays = [], []
         for field in self._schema:
             column = batch.column(field.name)
-            if pa.types.is_dictionary(column.type) and not self._keep_dictionaries:
-                column = column.dictionary_decode()
-            if not column.type.equals(field.type) and not pa.types.is_dictionary(column.type):
-                column = column.cast(field.type)
+            if not column.type.equals(field.type) and not (
+                self._keep_dictionaries and field.name in self._dictionary
+            ):
+                if pa.types.is_dictionary(column.type):
+                    column = column.dictionary_decode()
+                if not column.type.equals(field.type):
+                    column = column.cast(field.type)
             fields.append(field.with_type(column.type))
             arrays.append(column)
         return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pyarrow as pa
 
-from datadog_platform.core.parquet_frames import is_string_kind
+from datadog_platform.core.arrow_types import is_string_kind
 
 #: Batches a bridge holds between its two sides.
 DEFAULT_CAPACITY = 4
