@@ -78,6 +78,31 @@ def test_a_watermark_on_a_middle_step_ends_its_query() -> None:
     )
 
 
+def agg(name: str, *inputs: str) -> dict[str, Any]:
+    spec = {"group_by": ["id"], "aggregates": [{"name": "n", "expr": "count(*)"}]}
+    step: dict[str, Any] = {"name": name, "transform": {"aggregate": spec}}
+    if inputs:
+        step["inputs"] = list(inputs)
+    return step
+
+
+def test_which_streams_only_queries_read_and_which_one_query_reads_whole() -> None:
+    cast = {"name": "c", "transform": {"cast": {"columns": [{"column": "id", "type": "float64"}]}}}
+    limit = {"name": "l", "transform": {"limit": {"count": 5}}}
+    chain = graph_of(src("a"), flt("f"), agg("g"), out())
+    assert chain.read_by_queries_only("a")
+    assert chain.read_whole_by_one_query("a")
+    assert not graph_of(src("a"), flt("f"), out()).read_whole_by_one_query("a"), "it streams"
+    assert not graph_of(src("a"), limit, agg("g"), out()).read_whole_by_one_query("a")
+    joined = graph_of(src("a"), src("b"), sql("u", "a", "b"), agg("g", "u"), out("g"))
+    assert joined.read_by_queries_only("a")
+    assert not joined.read_whole_by_one_query("a"), "a query of two inputs"
+    operated = graph_of(src("a"), cast, agg("g"), out())
+    assert not operated.read_by_queries_only("a")
+    assert not operated.read_whole_by_one_query("a")
+    assert not graph_of(src("a"), out("a")).read_by_queries_only("a"), "the sink reads it"
+
+
 def test_a_source_read_twice_in_one_query_is_allowed() -> None:
     graph = graph_of(src("a"), flt("f1", "a"), flt("f2", "a"), sql("u", "f1", "f2"), out("u"))
     assert graph.segments == (Segment("u", ("f1", "f2", "u"), ("a",)),)

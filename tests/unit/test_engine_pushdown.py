@@ -226,6 +226,7 @@ class ProjectingPlane:
         columns: Sequence[str] = (),
         *,
         dictionary_strings: bool = False,
+        spool: object = None,
     ) -> AsyncIterator[SourceStream]:
         self.reads.append(tuple(columns))
         self.dictionaries.append(dictionary_strings)

@@ -56,6 +56,7 @@ from datadog_platform.core.connector_frames import (
 from datadog_platform.core.errors import DomainError, ErrorCode, unavailable
 from datadog_platform.core.interceptors import forwarded_metadata
 from datadog_platform.core.status import details_of, domain_error_of
+from datadog_platform.executor.parquet_spool import ParquetSpool
 from datadog_platform.executor.stage import SourceStream, WriteResult
 from datadog_platform.executor.stored_parquet import StoredParquetStream
 
@@ -123,20 +124,24 @@ class GrpcDataPlane:
         columns: Sequence[str] = (),
         *,
         dictionary_strings: bool = False,
+        spool: ParquetSpool | None = None,
     ) -> AsyncIterator[SourceStream]:
         """Read ``source`` (``columns`` only, in that order; all when empty): its schema,
         then its batches in source order; leaving cancels every call.
 
         With ``dictionary_strings``, string columns may come as Arrow dictionaries of
-        strings (Parquet stored with a dictionary and sent as stored).
+        strings (Parquet stored with a dictionary and sent as stored). With ``spool``,
+        Parquet sent as stored goes to the spool, not to the batches, as long as the
+        spool takes it (``parquet_spool``); the read is then one stream, unsplit.
         """
         tickets: Sequence[bytes] = ()
-        if self._read_splits > 1:
+        if self._read_splits > 1 and spool is None:
             tickets = await self._plan(source, columns)
         if len(tickets) <= 1:
             # Unsplit: the plain Read (a single ticket reads the same rows).
             async with self._open(source, columns, b"") as (schema, call):
-                yield SourceStream(schema, self._batches(call, schema, dictionary_strings))
+                batches = self._batches(call, schema, dictionary_strings, spool)
+                yield SourceStream(schema, batches)
             return
         async with contextlib.AsyncExitStack() as stack:
             opened = await asyncio.gather(
@@ -234,37 +239,64 @@ class GrpcDataPlane:
         return WriteResult(rows_written=response.rows_written, location=response.location)
 
     async def _batches(
-        self, call: grpc.aio.UnaryStreamCall, schema: pa.Schema, dictionary_strings: bool
+        self,
+        call: grpc.aio.UnaryStreamCall,
+        schema: pa.Schema,
+        dictionary_strings: bool,
+        spool: ParquetSpool | None = None,
     ) -> AsyncIterator[pa.RecordBatch]:
         counter = StreamCounter()
         stored = StoredParquetStream(schema, dictionaries=dictionary_strings)
+        if spool is not None and not spool.accepts(schema):
+            spool = None
         try:
             while True:
                 frame = await self._next(call)
                 if frame is grpc.aio.EOF:
                     raise incomplete_stream_error(counter)
-                if type(frame) is BatchFrame:
-                    yield decode_batch(frame, schema, counter)
-                    continue
+                row_group: RowGroupFrame | None = None
                 if type(frame) is RowGroupFrame:
-                    async for batch in stored.batches(frame, counter):
+                    row_group = frame
+                elif type(frame) is not BatchFrame:
+                    kind = frame.WhichOneof("frame")
+                    if kind == "parquet_row_group":
+                        group = frame.parquet_row_group
+                        row_group = RowGroupFrame(group, memoryview(group.data))
+                    elif kind == "parquet_file":
+                        if spool is not None and spool.active:
+                            await spool.open_file(frame.parquet_file)
+                        else:
+                            await stored.open_file(frame.parquet_file)
+                        continue
+                    elif kind == "complete":
+                        counter.check(frame.complete)
+                        if await self._next(call) is not grpc.aio.EOF:
+                            raise protocol_error(
+                                "the connector sent frames after the completion frame"
+                            )
+                        if spool is not None and spool.active and not spool.seal():
+                            async for batch in spool.drain(stored):
+                                yield batch
+                        return
+                    elif kind != "record_batch":
+                        raise protocol_error(
+                            f"unexpected {kind} frame in the connector's read stream"
+                        )
+                if row_group is not None:
+                    if spool is not None and spool.active:
+                        if await spool.write(row_group.header, row_group.data):
+                            counter.add(row_group.header.num_rows, len(row_group.data))
+                            continue
+                        async for batch in spool.drain(stored):
+                            yield batch
+                    async for batch in stored.batches(row_group, counter):
                         yield batch
                     continue
-                kind = frame.WhichOneof("frame")
-                if kind == "record_batch":
-                    yield decode_batch(frame.record_batch, schema, counter)
-                elif kind == "parquet_file":
-                    await stored.open_file(frame.parquet_file)
-                elif kind == "parquet_row_group":
-                    async for batch in stored.batches(frame.parquet_row_group, counter):
+                if spool is not None and spool.active:  # a record batch: no longer files
+                    async for batch in spool.drain(stored):
                         yield batch
-                elif kind == "complete":
-                    counter.check(frame.complete)
-                    if await self._next(call) is not grpc.aio.EOF:
-                        raise protocol_error("the connector sent frames after the completion frame")
-                    return
-                else:
-                    raise protocol_error(f"unexpected {kind} frame in the connector's read stream")
+                record = frame if type(frame) is BatchFrame else frame.record_batch
+                yield decode_batch(record, schema, counter)
         finally:
             stored.close()
 

@@ -85,6 +85,7 @@ from datadog_platform.executor.engine.query import (
     runtime_error,
     transform_error,
 )
+from datadog_platform.executor.parquet_spool import ParquetSpool
 from datadog_platform.executor.watermarks import WatermarkTracker
 
 __all__ = [
@@ -189,11 +190,13 @@ class ProjectingDataPlane(DataPlane, Protocol):
         columns: Sequence[str] = (),
         *,
         dictionary_strings: bool = False,
+        spool: ParquetSpool | None = None,
     ) -> AbstractAsyncContextManager[SourceStream]:
         """Open a read of ``columns`` of ``source`` (in that order; every column when empty).
 
         With ``dictionary_strings``, a string column's batches may hold dictionaries of
-        strings instead (only DuckDB queries may be given those: ``engine.bridge``).
+        strings instead (only DuckDB queries may be given those: ``engine.bridge``). With
+        ``spool``, Parquet sent as stored may go to the spool instead of the batches.
         """
         ...
 
@@ -532,13 +535,21 @@ class StageRunner:
         async with AsyncExitStack() as stack:
             pushdown = await self._projections(attempt)
             stack.callback(pushdown.close)
-            # Only a DuckDB query takes string columns as dictionaries (engine.bridge).
+            # Only a DuckDB query takes string columns as dictionaries (engine.bridge),
+            # and only one that waits for its whole input reads it from a spool.
             dictionaries = frozenset(
                 node.name
                 for node in graph.sources
                 if graph.read_by_queries_only(node.name) and node.name not in plan.watermarks
             )
-            sources = await self._open_sources(graph, stack, pushdown.columns, dictionaries)
+            spools: dict[str, ParquetSpool] = {}
+            for name in dictionaries if hasattr(self._data_plane, "describe") else ():
+                source = graph.node(name).step.source
+                if _parquet_files(source) and graph.read_whole_by_one_query(name):
+                    spool = ParquetSpool(self.engine().spool_dir, attempt.counters.sources[name])
+                    stack.callback(spool.close)
+                    spools[name] = spool
+            sources = await self._open_sources(graph, stack, pushdown.columns, dictionaries, spools)
             schemas = {name: source.schema for name, source in sources.items()}
             for name, schema in schemas.items():
                 _bind_watermarks(watermarks, name, schema)
@@ -582,7 +593,7 @@ class StageRunner:
                     assert engine is not None
                     leaves = {leaf: streams[leaf] for leaf in bound.segment.leaves}
                     streams[node.name] = await stream(
-                        _query_batches(attempt, engine, graph, bound, leaves)
+                        _query_batches(attempt, engine, graph, bound, leaves, spools)
                     )
             batches = await stream(_sink_batches(attempt, streams[sink_input]))
             try:
@@ -641,10 +652,12 @@ class StageRunner:
         stack: AsyncExitStack,
         columns: Mapping[str, Sequence[str]],
         dictionaries: frozenset[str],
+        spools: Mapping[str, ParquetSpool],
     ) -> dict[str, SourceStream]:
         """Every source, opened concurrently: inline ones here, others through the data plane
         (of ``columns[step]`` only, when given; string columns possibly as dictionaries
-        for the steps in ``dictionaries``, when the data plane can)."""
+        for the steps in ``dictionaries``, and stored Parquet into ``spools[step]``, when
+        the data plane can)."""
         projecting = hasattr(self._data_plane, "describe")
 
         async def open_one(name: str, spec: step_pb2.SourceSpec, own: AsyncExitStack) -> Any:
@@ -655,7 +668,10 @@ class StageRunner:
                 if projecting:
                     plane: Any = self._data_plane  # a ProjectingDataPlane
                     read = plane.read(
-                        spec, columns.get(name, ()), dictionary_strings=name in dictionaries
+                        spec,
+                        columns.get(name, ()),
+                        dictionary_strings=name in dictionaries,
+                        spool=spools.get(name),
                     )
                     return await own.enter_async_context(read)
                 return await own.enter_async_context(self._data_plane.read(spec))
@@ -835,15 +851,29 @@ async def _source_batches(
         yield batch
 
 
+def _parquet_files(source: step_pb2.SourceSpec) -> bool:
+    """Whether ``source`` reads Parquet files (spooled reads are unsplit: only Parquet
+    gains from them)."""
+    if source.WhichOneof("kind") != "file":
+        return False
+    if source.file.format == step_pb2.FILE_FORMAT_PARQUET:
+        return True
+    return source.file.format == step_pb2.FILE_FORMAT_UNSPECIFIED and (
+        source.file.path.lower().endswith(".parquet")
+    )
+
+
 async def _query_batches(
     attempt: _Attempt,
     engine: Engine,
     graph: StageGraph,
     bound: BoundQuery,
     leaves: Mapping[str, AsyncIterator[pa.RecordBatch]],
+    spools: Mapping[str, ParquetSpool],
 ) -> AsyncIterator[pa.RecordBatch]:
     """A segment's output: its query run over its input streams, fed concurrently."""
-    run = QueryRun(engine, bound)
+    spooled = {leaf: spools[leaf] for leaf in leaves if leaf in spools}
+    run = QueryRun(engine, bound, spooled)
     feeds = [asyncio.create_task(run.feeds[leaf].feed(batches)) for leaf, batches in leaves.items()]
     step, watermarks = bound.segment.output, attempt.watermarks
     try:
@@ -852,6 +882,14 @@ async def _query_batches(
             try:
                 batch = await anext(output)
             except StopAsyncIteration:
+                for leaf, spool in spooled.items():
+                    if spool.sealed:
+                        attempt.log(
+                            LogLevel.INFO,
+                            f"the query read the stored Parquet of {leaf!r} itself, "
+                            f"from {spool.files} spooled file(s)",
+                            leaf,
+                        )
                 return
             except Exception as exc:
                 # A failed input makes the query fail too: the input's error says why.

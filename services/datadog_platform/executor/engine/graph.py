@@ -93,6 +93,16 @@ class StageGraph:
             n.role == "transform" and n.name not in self.operators for n in readers
         )
 
+    def read_whole_by_one_query(self, name: str) -> bool:
+        """Whether stream ``name`` is the only input of one DuckDB query that aggregates,
+        sorts or deduplicates it (so it emits nothing before ``name`` ends) and does not
+        stop early (no ``limit``)."""
+        segments = [s for s in self.segments if name in s.leaves]
+        if len(segments) != 1 or segments[0].leaves != (name,):
+            return False
+        kinds = {self.node(step).kind for step in segments[0].steps}
+        return bool(kinds & {"aggregate", "sort", "dedupe"}) and "limit" not in kinds
+
     def segment_of(self, output: str) -> Segment | None:
         """The query computing stream ``output``; None for a source or an operator."""
         return next((s for s in self.segments if s.output == output), None)

@@ -22,7 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -73,8 +73,13 @@ class Engine:
             )
         except duckdb.Error as exc:
             raise ValueError(f"invalid engine settings: {_first_line(str(exc))}") from None
+        # Spooled Parquet (executor.parquet_spool) is the one place queries read files.
+        self.spool_dir = os.path.join(self.spill_dir, "spool")
+        os.makedirs(self.spool_dir, exist_ok=True)
+        spool_literal = "'" + self.spool_dir.replace("'", "''") + "'"
         for setting in (
             "SET TimeZone = 'UTC'",
+            f"SET allowed_directories = [{spool_literal}]",
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -325,13 +330,17 @@ class QueryRun:
     """A bound query running over its input streams; iterate its output batches.
 
     ``start`` opens the result in a thread, which registers a :class:`BatchFeed` per
-    leaf once the leaf's first batch tells its reader's schema; ``stop`` interrupts
-    the query, closes the feeds and waits for the thread.
+    leaf once the leaf's first batch tells its reader's schema (or, for a leaf whose
+    data was spooled to whole Parquet files, a view reading them once its read has
+    ended); ``stop`` interrupts the query, closes the feeds and waits for the thread.
     """
 
-    def __init__(self, engine: Engine, bound: BoundQuery) -> None:
+    def __init__(
+        self, engine: Engine, bound: BoundQuery, spools: Mapping[str, ParquetFiles] | None = None
+    ) -> None:
         self.bound = bound
         self.feeds = {leaf: BatchFeed(schema) for leaf, schema in bound.inputs.items()}
+        self._spools = spools or {}
         self._cursor = engine.cursor()
         self._drain: BatchDrain | None = None
 
@@ -342,7 +351,17 @@ class QueryRun:
 
     def _open(self) -> pa.RecordBatchReader:
         for leaf, feed in self.feeds.items():
-            self._cursor.register(stream_view(leaf), feed.reader())
+            reader = feed.reader()
+            spool = self._spools.get(leaf)
+            if spool is not None and spool.sealed:
+                # The source's data is in whole Parquet files, read by DuckDB itself.
+                self._cursor.register("_schema", feed.schema.empty_table())
+                described = self._cursor.sql("DESCRIBE SELECT * FROM _schema").fetchall()
+                self._cursor.unregister("_schema")
+                select = spool.relation_sql([(row[0], row[1]) for row in described])
+                self._cursor.execute(f"CREATE TEMP VIEW {quote(stream_view(leaf))} AS {select}")
+            else:
+                self._cursor.register(stream_view(leaf), reader)
         return self._cursor.sql(self.bound.sql).to_arrow_reader(OUTPUT_BATCH_ROWS)
 
     def source_error(self) -> BaseException | None:
@@ -361,6 +380,16 @@ class QueryRun:
             feed.close()
         if stopped:
             self._cursor.close()
+
+
+class ParquetFiles(Protocol):
+    """A source's data as whole Parquet files, once ``sealed`` (``executor.parquet_spool``)."""
+
+    sealed: bool
+
+    def relation_sql(self, columns: list[tuple[str, str]]) -> str:
+        """A SELECT of ``columns`` (name, DuckDB type) from the files."""
+        ...
 
 
 def _first_line(message: str) -> str:
