@@ -1,5 +1,5 @@
-"""Fixtures shared by the scheduler's integration tests: a SQLite store and a run
-engine dispatching to the real in-process executor."""
+"""Fixtures shared by the integration tests: a SQLite store and a run engine
+dispatching to the real in-process executor, and a stub of that executor."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
+from datadog_platform.core.channels import insecure_channel
 from datadog_platform.scheduler.executor_client import ExecutorDispatcher
 from datadog_platform.scheduler.runs import RunManager
 from datadog_platform.scheduler.store import Store, open_store
@@ -30,3 +32,13 @@ async def runs(store: Store, executor_address: str) -> AsyncIterator[RunManager]
     yield manager
     await manager.close()
     await dispatcher.close()
+
+
+@pytest.fixture
+async def executor(
+    executor_address: str,
+) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceStub]:
+    """A stub of the in-process executor (a module may override it, e.g. with a
+    differently configured executor)."""
+    async with insecure_channel(executor_address) as channel:
+        yield executor_service_pb2_grpc.ExecutorServiceStub(channel)

@@ -51,14 +51,6 @@ FILTER_DERIVE = (
 )
 
 
-@pytest.fixture
-async def executor(
-    executor_address: str,
-) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceStub]:
-    async with insecure_channel(executor_address) as channel:
-        yield executor_service_pb2_grpc.ExecutorServiceStub(channel)
-
-
 async def events_of(
     stub: executor_service_pb2_grpc.ExecutorServiceStub, req: pb.ExecuteTaskRequest
 ) -> list[pb.ExecuteTaskResponse]:

@@ -97,14 +97,6 @@ def orders_root(data_root: Path) -> Path:
     return data_root
 
 
-@pytest.fixture
-async def executor(
-    executor_address: str,
-) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceStub]:
-    async with insecure_channel(executor_address) as channel:
-        yield executor_service_pb2_grpc.ExecutorServiceStub(channel)
-
-
 async def run_stage(
     stub: executor_service_pb2_grpc.ExecutorServiceStub, request: pb.ExecuteTaskRequest
 ) -> list[pb.ExecuteTaskResponse]:

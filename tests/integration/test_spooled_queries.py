@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -12,24 +11,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from google.protobuf import json_format
 
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.executor.v1 import executor_service_pb2 as pb
 from datadog_platform.api.executor.v1 import executor_service_pb2_grpc
-from datadog_platform.core.channels import insecure_channel
 
 ROWS = 30_000
 SPOOLED = "the query read the stored Parquet of 'src' itself"
-
-
-@pytest.fixture
-async def executor(
-    executor_address: str,
-) -> AsyncIterator[executor_service_pb2_grpc.ExecutorServiceStub]:
-    async with insecure_channel(executor_address) as channel:
-        yield executor_service_pb2_grpc.ExecutorServiceStub(channel)
 
 
 def table(rows: int = ROWS, start: int = 0, ids: Any = None) -> pa.Table:
