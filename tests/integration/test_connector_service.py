@@ -338,6 +338,34 @@ async def test_read_accepting_parquet_sends_the_needed_column_chunks_as_stored(
     assert plain.select(["amount", "customer"]).equals(got)
 
 
+async def test_a_file_sent_as_stored_is_planned_as_one_ticket(
+    stub: pb_grpc.ConnectorServiceStub, data_root: Path
+) -> None:
+    table = _table(200_000)
+    pq.write_table(table, data_root / "groups.parquet", row_group_size=50_000)
+    source = step_pb2.SourceSpec(file=step_pb2.FileSource(path="groups.parquet"))
+
+    async def tickets(accept_parquet: bool, **scope: Any) -> int:
+        request = pb.PlanReadRequest(
+            source=source, max_splits=4, accept_parquet=accept_parquet, **scope
+        )
+        return len((await stub.PlanRead(request, timeout=TIMEOUT)).tickets)
+
+    assert await tickets(False) == 4
+    assert await tickets(True) == 1, "the client decodes it: nothing to split"
+    assert await tickets(True, columns=["amount", "customer"]) == 1
+    at_least = predicate_pb2.Predicate(
+        all_of=[
+            predicate_pb2.Comparison(
+                column="id",
+                operator=predicate_pb2.COMPARISON_OPERATOR_GE,
+                values=[predicate_pb2.Literal(int_value=0)],
+            )
+        ]
+    )
+    assert await tickets(True, predicate=at_least) == 4, "a predicate: the connector decodes"
+
+
 async def test_read_accepting_parquet_decodes_what_needs_more_than_decoding(
     stub: pb_grpc.ConnectorServiceStub, data_root: Path
 ) -> None:

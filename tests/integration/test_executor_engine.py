@@ -271,9 +271,11 @@ ROWS = 9_000_000  # ~680 MB in memory: over ten times the 64 MB limit
 @pytest.mark.parametrize(
     "row_group_rows",
     [
-        # ~7 MB of stored chunks per row group: the connector decodes them.
+        # ~14 MB of stored chunks per row group: the connector decodes them.
+        1_000_000,
+        # ~7 MB and ~1.4 MB: sent as stored, decoded by the executor (core.parquet_frames),
+        # read as one stream.
         500_000,
-        # ~1.4 MB: sent as stored, decoded by the executor (core.parquet_frames).
         100_000,
     ],
 )

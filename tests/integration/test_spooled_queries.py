@@ -122,11 +122,19 @@ async def test_row_groups_sent_as_batches_turn_the_spool_back_into_a_stream(
     # that (the connector decodes it and sends batches): the spool gives back what it
     # holds, in order, and the query reads a stream.
     (data_root / "mixed").mkdir()
-    small = table(6_000)
     rng = np.random.default_rng(5)
-    big = pa.table({"id": pa.array(rng.integers(10**6, 2 * 10**9, 700_000))})
-    pq.write_table(small.select(["id"]), data_root / "mixed" / "0.parquet", row_group_size=2_000)
+
+    def random_rows(rows: int) -> pa.Table:  # incompressible: ~16 bytes a row as stored
+        values = rng.integers(10**6, 2 * 10**9, (2, rows))
+        return pa.table({"id": pa.array(values[0]), "pad": pa.array(values[1])})
+
+    small, big = random_rows(6_000), random_rows(700_000)
+    pq.write_table(small, data_root / "mixed" / "0.parquet", row_group_size=2_000)
     pq.write_table(big, data_root / "mixed" / "1.parquet", row_group_size=700_000)
+    assert (
+        pq.ParquetFile(data_root / "mixed" / "1.parquet").metadata.row_group(0).total_byte_size
+        > 10e6
+    )
 
     done, lines = await run(executor, "mixed/*.parquet", SORT)
 

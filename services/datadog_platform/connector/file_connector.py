@@ -72,6 +72,7 @@ from datadog_platform.connector.file_formats import (
     proto_format,
     scan_file,
     split_extension,
+    stored_whole,
 )
 from datadog_platform.connector.file_io import BlockingBatches, drive_write, open_stream
 from datadog_platform.connector.file_paths import (
@@ -285,6 +286,9 @@ class FileConnection(Connection):
         chunks: list[list[_Part]]
         if len(parts) == 1 and parts[0].row_groups and limit > 1:
             only = parts[0]
+            stored = scope.accept_parquet and predicate is None
+            if stored and self._stored_whole(only, resolved.schema, scope.columns):
+                limit = 1  # the client decodes it: one stream holds the least memory
             sizes = group_rows.get(only.rel, {})
             if not max_splits:  # the connector's choice: splits of at least ~SPLIT_BYTES
                 total = sum(size for _, size in sizes.values())
@@ -304,6 +308,16 @@ class FileConnection(Connection):
             for chunk in chunks
         )
         return ReadPlan(schema, tickets)
+
+    def _stored_whole(self, part: _Part, schema: pa.Schema, columns: Sequence[str]) -> bool:
+        """Whether a read of ``columns`` of ``part`` would be sent as stored column chunks."""
+        if part.fmt is not FileFormat.PARQUET or part.partition:
+            return False
+        path = self.root.resolve(part.rel, _SOURCE, self.name)
+        try:
+            return stored_whole(self.root.fs, path, schema, columns)
+        except Exception as exc:
+            raise _read_failure(exc, part.rel, path) from exc
 
     def _prune(
         self, part: _Part, schema: pa.Schema, predicate: ds.Expression | None

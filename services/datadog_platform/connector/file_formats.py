@@ -366,6 +366,19 @@ def _parquet_batches(
         )
 
 
+def stored_whole(
+    filesystem: pafs.FileSystem, path: str, schema: pa.Schema, columns: Sequence[str]
+) -> bool:
+    """Whether a read of ``columns`` (all when empty) of the Parquet file at ``path``,
+    with no predicate and no partition column, is sent as stored column chunks whole."""
+    names = list(columns) if columns else schema.names
+    targets = pa.schema([schema.field(name) for name in names])
+    with filesystem.open_input_file(path) as handle:
+        parquet = pq.ParquetFile(handle)
+        groups = list(range(parquet.num_row_groups))
+        return passthrough_leaves(parquet, targets, groups) is not None
+
+
 def _parquet_stored(
     filesystem: pafs.FileSystem,
     path: str,

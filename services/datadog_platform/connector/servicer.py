@@ -169,7 +169,7 @@ class ConnectorServicer(pb_grpc.ConnectorServiceServicer):
                 f"max_splits must not be negative, got {request.max_splits}",
                 [FieldViolation("max_splits", "must not be negative")],
             )
-        scope = ReadScope(tuple(request.columns), request.predicate)
+        scope = ReadScope(tuple(request.columns), request.predicate, request.accept_parquet)
         async with self._live.lease(lambda c: c.source_connection(request.source)) as picked:
             connection, source = picked
             plan = await connection.plan_read(source, scope, request.max_splits)

@@ -168,7 +168,10 @@ class GrpcDataPlane:
         try:
             plan = await self._stub.PlanRead(
                 pb.PlanReadRequest(
-                    source=source, max_splits=self._read_splits, columns=list(columns)
+                    source=source,
+                    max_splits=self._read_splits,
+                    columns=list(columns),
+                    accept_parquet=self._accept_parquet,
                 ),
                 timeout=self._timeout,
                 metadata=_correlation(),

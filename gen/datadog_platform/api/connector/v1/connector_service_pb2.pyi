@@ -136,16 +136,18 @@ class DescribeSourceResponse(_message.Message):
     def __init__(self, schema: _Optional[_Union[_arrow_pb2.ArrowSchema, _Mapping]] = ..., estimated_rows: _Optional[int] = ...) -> None: ...
 
 class PlanReadRequest(_message.Message):
-    __slots__ = ("source", "max_splits", "columns", "predicate")
+    __slots__ = ("source", "max_splits", "columns", "predicate", "accept_parquet")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     MAX_SPLITS_FIELD_NUMBER: _ClassVar[int]
     COLUMNS_FIELD_NUMBER: _ClassVar[int]
     PREDICATE_FIELD_NUMBER: _ClassVar[int]
+    ACCEPT_PARQUET_FIELD_NUMBER: _ClassVar[int]
     source: _step_pb2.SourceSpec
     max_splits: int
     columns: _containers.RepeatedScalarFieldContainer[str]
     predicate: _predicate_pb2.Predicate
-    def __init__(self, source: _Optional[_Union[_step_pb2.SourceSpec, _Mapping]] = ..., max_splits: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[_Union[_predicate_pb2.Predicate, _Mapping]] = ...) -> None: ...
+    accept_parquet: bool
+    def __init__(self, source: _Optional[_Union[_step_pb2.SourceSpec, _Mapping]] = ..., max_splits: _Optional[int] = ..., columns: _Optional[_Iterable[str]] = ..., predicate: _Optional[_Union[_predicate_pb2.Predicate, _Mapping]] = ..., accept_parquet: _Optional[bool] = ...) -> None: ...
 
 class ReadTicket(_message.Message):
     __slots__ = ("ticket", "description", "estimated_rows")
