@@ -338,6 +338,15 @@ async def test_read_accepting_parquet_sends_the_needed_column_chunks_as_stored(
     assert plain.select(["amount", "customer"]).equals(got)
 
 
+def _id_at_least(value: int) -> predicate_pb2.Predicate:
+    comparison = predicate_pb2.Comparison(
+        column="id",
+        operator=predicate_pb2.COMPARISON_OPERATOR_GE,
+        values=[predicate_pb2.Literal(int_value=value)],
+    )
+    return predicate_pb2.Predicate(all_of=[comparison])
+
+
 async def test_a_file_sent_as_stored_is_planned_as_one_ticket(
     stub: pb_grpc.ConnectorServiceStub, data_root: Path
 ) -> None:
@@ -354,15 +363,7 @@ async def test_a_file_sent_as_stored_is_planned_as_one_ticket(
     assert await tickets(False) == 4
     assert await tickets(True) == 1, "the client decodes it: nothing to split"
     assert await tickets(True, columns=["amount", "customer"]) == 1
-    at_least = predicate_pb2.Predicate(
-        all_of=[
-            predicate_pb2.Comparison(
-                column="id",
-                operator=predicate_pb2.COMPARISON_OPERATOR_GE,
-                values=[predicate_pb2.Literal(int_value=0)],
-            )
-        ]
-    )
+    at_least = _id_at_least(0)
     assert await tickets(True, predicate=at_least) == 4, "a predicate: the connector decodes"
 
 
@@ -372,15 +373,7 @@ async def test_read_accepting_parquet_decodes_what_needs_more_than_decoding(
     table = _table(20_000)
     pq.write_table(table, data_root / "few.parquet", row_group_size=5_000)
     pa_csv.write_csv(table, data_root / "few.csv")
-    at_least = predicate_pb2.Predicate(
-        all_of=[
-            predicate_pb2.Comparison(
-                column="id",
-                operator=predicate_pb2.COMPARISON_OPERATOR_GE,
-                values=[predicate_pb2.Literal(int_value=15_000)],
-            )
-        ]
-    )
+    at_least = _id_at_least(15_000)
 
     filtered, kinds = await _read_accepting_parquet(stub, "few.parquet", ["id"], at_least)
     assert set(kinds[1:-1]) == {"record_batch"}
