@@ -13,10 +13,10 @@ from google.protobuf.json_format import ParseDict
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import DomainError, ErrorCode, FieldViolation
+from datadog_platform.core.file_extensions import infer_format
 from datadog_platform.scheduler.validation import (
     check_pipeline,
     check_request_id,
-    infer_format,
     pipeline_violations,
 )
 

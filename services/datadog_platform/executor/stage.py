@@ -40,6 +40,7 @@ from datadog_platform.core.errors import (
     invalid_argument,
     resource_exhausted,
 )
+from datadog_platform.core.file_extensions import infer_format
 from datadog_platform.core.logging import get_logger
 from datadog_platform.core.tasks import (
     CheckResult,
@@ -419,6 +420,8 @@ class StageRunner:
         if slots < 1:
             raise ValueError(f"an executor needs at least one slot, not {slots}")
         self._data_plane = data_plane
+        # A ProjectingDataPlane (it has describe) takes columns, dictionaries and spools.
+        self._projecting = hasattr(data_plane, "describe")
         self._executor_id = executor_id
         self._progress_interval = progress_interval
         self._slots = slots
@@ -543,7 +546,7 @@ class StageRunner:
                 if graph.read_by_queries_only(node.name) and node.name not in plan.watermarks
             )
             spools: dict[str, ParquetSpool] = {}
-            for name in dictionaries if hasattr(self._data_plane, "describe") else ():
+            for name in dictionaries if self._projecting else ():
                 source = graph.node(name).step.source
                 if _parquet_files(source) and graph.read_whole_by_one_query(name):
                     spool = ParquetSpool(self.engine().spool_dir, attempt.counters.sources[name])
@@ -658,15 +661,14 @@ class StageRunner:
         (of ``columns[step]`` only, when given; string columns possibly as dictionaries
         for the steps in ``dictionaries``, and stored Parquet into ``spools[step]``, when
         the data plane can)."""
-        projecting = hasattr(self._data_plane, "describe")
 
         async def open_one(name: str, spec: step_pb2.SourceSpec, own: AsyncExitStack) -> Any:
             try:
                 if is_inline(spec):
                     batch = inline_batch(spec.inline)
                     return SourceStream(batch.schema, _one(batch))
-                if projecting:
-                    plane: Any = self._data_plane  # a ProjectingDataPlane
+                if self._projecting:
+                    plane: Any = self._data_plane
                     read = plane.read(
                         spec,
                         columns.get(name, ()),
@@ -856,11 +858,8 @@ def _parquet_files(source: step_pb2.SourceSpec) -> bool:
     gains from them)."""
     if source.WhichOneof("kind") != "file":
         return False
-    if source.file.format == step_pb2.FILE_FORMAT_PARQUET:
-        return True
-    return source.file.format == step_pb2.FILE_FORMAT_UNSPECIFIED and (
-        source.file.path.lower().endswith(".parquet")
-    )
+    fmt = source.file.format or infer_format(source.file.path)
+    return fmt == step_pb2.FILE_FORMAT_PARQUET
 
 
 async def _query_batches(

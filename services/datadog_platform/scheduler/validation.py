@@ -23,7 +23,12 @@ from google.protobuf import duration_pb2
 from datadog_platform.api.common.v1 import step_pb2
 from datadog_platform.api.scheduler.v1 import pipeline_pb2
 from datadog_platform.core.errors import FieldViolation, invalid_argument
-from datadog_platform.core.file_extensions import COMPRESSION_BY_EXTENSION, FORMAT_BY_EXTENSION
+from datadog_platform.core.file_extensions import (
+    COMPRESSION_BY_EXTENSION,
+    FORMAT_BY_EXTENSION,
+    infer_compression,
+    infer_format,
+)
 from datadog_platform.scheduler.domain import INVALID_PIPELINE_SPEC, INVALID_REQUEST
 from datadog_platform.scheduler.planner import PlanError, plan_pipeline
 from datadog_platform.scheduler.retry import MAX_ATTEMPTS_LIMIT
@@ -48,9 +53,6 @@ MAX_TAG_CHARS = 64
 MAX_LABEL_VALUE_CHARS = 256
 MAX_REQUEST_ID_CHARS = 128
 
-_TEXT_FORMATS = frozenset(
-    {step_pb2.FILE_FORMAT_CSV, step_pb2.FILE_FORMAT_JSON, step_pb2.FILE_FORMAT_NDJSON}
-)
 _GLOB_CHARACTERS = frozenset("*?[")
 _KNOWN_FORMATS = frozenset(step_pb2.FileFormat.values())
 _KNOWN_COMPRESSIONS = frozenset(step_pb2.FileCompression.values())
@@ -592,24 +594,6 @@ def _column_list_violations(path: str, columns: Sequence[str]) -> list[FieldViol
 
 def _is_glob(file_path: str) -> bool:
     return any(c in _GLOB_CHARACTERS for c in file_path)
-
-
-def infer_format(file_path: str) -> int:
-    """The file format implied by ``file_path``'s extension (``.csv.gz`` too), or UNSPECIFIED."""
-    pure = PurePosixPath(file_path.lower())
-    if pure.suffix in COMPRESSION_BY_EXTENSION:
-        inner = FORMAT_BY_EXTENSION.get(
-            pure.with_suffix("").suffix, step_pb2.FILE_FORMAT_UNSPECIFIED
-        )
-        # Parquet compresses inside the file, so "x.parquet.gz" is not a Parquet file.
-        return inner if inner in _TEXT_FORMATS else step_pb2.FILE_FORMAT_UNSPECIFIED
-    return FORMAT_BY_EXTENSION.get(pure.suffix, step_pb2.FILE_FORMAT_UNSPECIFIED)
-
-
-def infer_compression(file_path: str) -> int:
-    """The codec implied by a ``.gz``/``.zst`` suffix, or UNSPECIFIED."""
-    suffix = PurePosixPath(file_path.lower()).suffix
-    return COMPRESSION_BY_EXTENSION.get(suffix, step_pb2.FILE_COMPRESSION_UNSPECIFIED)
 
 
 # --- databases ---------------------------------------------------------------------------
