@@ -286,8 +286,7 @@ class FileConnection(Connection):
         chunks: list[list[_Part]]
         if len(parts) == 1 and parts[0].row_groups and limit > 1:
             only = parts[0]
-            stored = scope.accept_parquet and predicate is None
-            if stored and self._stored_whole(only, resolved.schema, scope.columns):
+            if scope.accept_parquet and self._stored_whole(only, resolved.schema, scope, predicate):
                 limit = 1  # the client decodes it: one stream holds the least memory
             sizes = group_rows.get(only.rel, {})
             if not max_splits:  # the connector's choice: splits of at least ~SPLIT_BYTES
@@ -309,13 +308,19 @@ class FileConnection(Connection):
         )
         return ReadPlan(schema, tickets)
 
-    def _stored_whole(self, part: _Part, schema: pa.Schema, columns: Sequence[str]) -> bool:
-        """Whether a read of ``columns`` of ``part`` would be sent as stored column chunks."""
-        if part.fmt is not FileFormat.PARQUET or part.partition:
-            return False
+    def _stored_whole(
+        self,
+        part: _Part,
+        schema: pa.Schema,
+        scope: ReadScope,
+        predicate: ds.Expression | None,
+    ) -> bool:
+        """Whether a read of ``part`` would be sent as its stored column chunks."""
         path = self.root.resolve(part.rel, _SOURCE, self.name)
         try:
-            return stored_whole(self.root.fs, path, schema, columns)
+            return stored_whole(
+                self.root.fs, path, part.fmt, schema, scope.columns, predicate, part.partition
+            )
         except Exception as exc:
             raise _read_failure(exc, part.rel, path) from exc
 

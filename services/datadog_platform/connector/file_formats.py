@@ -294,13 +294,10 @@ def scan_file(
     instead of batches.
     """
     out_names = list(columns) if columns else schema.names
-    if (
-        fmt is FileFormat.PARQUET
-        and accept_parquet
-        and predicate is None
-        and not partition.keys() & set(out_names)
-    ):
-        targets = pa.schema([schema.field(name) for name in out_names])
+    targets = None
+    if accept_parquet:
+        targets = _stored_targets(fmt, schema, columns, predicate, partition)
+    if targets is not None:
         stored_chunks = _parquet_stored(filesystem, path, targets, row_groups)
         if stored_chunks is not None:
             yield from stored_chunks
@@ -366,13 +363,35 @@ def _parquet_batches(
         )
 
 
-def stored_whole(
-    filesystem: pafs.FileSystem, path: str, schema: pa.Schema, columns: Sequence[str]
-) -> bool:
-    """Whether a read of ``columns`` (all when empty) of the Parquet file at ``path``,
-    with no predicate and no partition column, is sent as stored column chunks whole."""
+def _stored_targets(
+    fmt: FileFormat,
+    schema: pa.Schema,
+    columns: Sequence[str],
+    predicate: ds.Expression | None,
+    partition: dict[str, Any],
+) -> pa.Schema | None:
+    """The columns a read of a file may send as stored column chunks (a Parquet file,
+    no predicate, no partition column read), or None when it must decode them."""
     names = list(columns) if columns else schema.names
-    targets = pa.schema([schema.field(name) for name in names])
+    if fmt is not FileFormat.PARQUET or predicate is not None or partition.keys() & set(names):
+        return None
+    return pa.schema([schema.field(name) for name in names])
+
+
+def stored_whole(
+    filesystem: pafs.FileSystem,
+    path: str,
+    fmt: FileFormat,
+    schema: pa.Schema,
+    columns: Sequence[str],
+    predicate: ds.Expression | None,
+    partition: dict[str, Any],
+) -> bool:
+    """Whether a read of the file at ``path`` (as :func:`scan_file` takes it, every row
+    group) is sent as stored column chunks, whole."""
+    targets = _stored_targets(fmt, schema, columns, predicate, partition)
+    if targets is None:
+        return False
     with filesystem.open_input_file(path) as handle:
         parquet = pq.ParquetFile(handle)
         groups = list(range(parquet.num_row_groups))
