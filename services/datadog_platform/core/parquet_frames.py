@@ -49,7 +49,9 @@ class ParquetFileHead:
     footer: bytes
 
     def metadata(self) -> pq.FileMetaData:
-        """The footer, parsed."""
+        """The footer, parsed; ValueError when it cannot be this file's footer."""
+        if len(self.footer) < 12 or self.footer[-4:] != _MAGIC or self.size < len(self.footer):
+            raise ValueError("the Parquet footer is malformed")
         return pq.read_metadata(pa.BufferReader(self.footer))
 
 
@@ -185,8 +187,6 @@ class ParquetDecoder:
         for a reader that takes them as they are (a DuckDB query: see
         ``executor.engine.bridge``), which spares both the decoding of each value and
         the query's hashing of it."""
-        if len(head.footer) < 12 or head.footer[-4:] != _MAGIC or head.size < len(head.footer):
-            raise ValueError("the Parquet footer is malformed")
         self._head = head
         self._schema = schema
         self._keep_dictionaries = dictionaries

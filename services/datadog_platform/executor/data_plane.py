@@ -266,10 +266,8 @@ class GrpcDataPlane:
                         group = frame.parquet_row_group
                         row_group = RowGroupFrame(group, memoryview(group.data))
                     elif kind == "parquet_file":
-                        if spool is not None and spool.active:
-                            await spool.open_file(frame.parquet_file)
-                        else:
-                            await stored.open_file(frame.parquet_file)
+                        opener = stored if spool is None else spool
+                        await opener.open_file(frame.parquet_file)
                         continue
                     elif kind == "complete":
                         counter.check(frame.complete)
@@ -277,7 +275,7 @@ class GrpcDataPlane:
                             raise protocol_error(
                                 "the connector sent frames after the completion frame"
                             )
-                        if spool is not None and spool.active and not spool.seal():
+                        if spool is not None and not spool.seal():
                             async for batch in spool.drain(stored):
                                 yield batch
                         return
@@ -285,19 +283,20 @@ class GrpcDataPlane:
                         raise protocol_error(
                             f"unexpected {kind} frame in the connector's read stream"
                         )
+                if spool is not None:
+                    if row_group is not None and await spool.write(
+                        row_group.header, row_group.data
+                    ):
+                        counter.add(row_group.header.num_rows, len(row_group.data))
+                        continue
+                    # Not a row group the spool takes: what it holds comes first, as batches.
+                    async for batch in spool.drain(stored):
+                        yield batch
+                    spool = None
                 if row_group is not None:
-                    if spool is not None and spool.active:
-                        if await spool.write(row_group.header, row_group.data):
-                            counter.add(row_group.header.num_rows, len(row_group.data))
-                            continue
-                        async for batch in spool.drain(stored):
-                            yield batch
                     async for batch in stored.batches(row_group, counter):
                         yield batch
                     continue
-                if spool is not None and spool.active:  # a record batch: no longer files
-                    async for batch in spool.drain(stored):
-                        yield batch
                 record = frame if type(frame) is BatchFrame else frame.record_batch
                 yield decode_batch(record, schema, counter)
         finally:

@@ -29,8 +29,10 @@ import pyarrow as pa
 from datadog_platform.api.common.v1 import arrow_pb2
 from datadog_platform.core.arrow_frames import StreamCounter, protocol_error
 from datadog_platform.core.arrow_types import is_string_kind
+from datadog_platform.core.connector_frames import RowGroupFrame
 from datadog_platform.core.parquet_frames import ParquetFileHead
 from datadog_platform.executor.stored_parquet import StoredParquetStream
+from datadog_platform.executor.transforms.sql import quote, string_literal
 
 #: Stored bytes a spool takes before it gives its data back as a stream.
 DEFAULT_LIMIT_BYTES = 1 << 30
@@ -114,8 +116,8 @@ class ParquetSpool:
 
     def relation_sql(self, columns: list[tuple[str, str]]) -> str:
         """A SELECT of ``columns`` (name, DuckDB type) from the spooled files, in order."""
-        paths = ", ".join(_literal(f.path) for f in self._files)
-        select = ", ".join(f"CAST({_ident(n)} AS {t}) AS {_ident(n)}" for n, t in columns)
+        paths = ", ".join(string_literal(f.path) for f in self._files)
+        select = ", ".join(f"CAST({quote(n)} AS {t}) AS {quote(n)}" for n, t in columns)
         return f"SELECT {select} FROM read_parquet([{paths}], union_by_name = true)"
 
     @property
@@ -138,10 +140,9 @@ class ParquetSpool:
             await stored.open_file(head)
             for header in spooled.received:
                 data = await asyncio.to_thread(_read_pieces, spooled.path, header)
-                frame = arrow_pb2.ParquetRowGroup()
-                frame.CopyFrom(header)
-                frame.data = data
-                async for batch in stored.batches(frame, uncounted):
+                async for batch in stored.batches(
+                    RowGroupFrame(header, memoryview(data)), uncounted
+                ):
                     yield batch
             os.unlink(spooled.path)
 
@@ -168,8 +169,6 @@ def _plain(kind: pa.DataType) -> bool:
 
 def _create(path: str, size: int, footer: bytes) -> int:
     """Create the sparse copy; its row groups."""
-    if len(footer) < 12 or footer[-4:] != b"PAR1" or size < len(footer):
-        raise ValueError("the Parquet footer is malformed")
     row_groups = ParquetFileHead(size, footer).metadata().num_row_groups
     with open(path, "wb") as out:
         out.truncate(size)  # sparse: only the pieces written take disk
@@ -198,11 +197,3 @@ def _read_pieces(path: str, header: arrow_pb2.ParquetRowGroup) -> bytes:
         )
     finally:
         os.close(fd)
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -103,30 +103,27 @@ class BatchFeed:
         ``schema`` with the first batch's dictionary-encoded string columns.
         """
         with self._cond:
-            while not self._items and not self._finished and not self._closed:
-                self._cond.wait()
-            if self._closed:
-                raise FeedClosed("the stage stopped this input")
+            self._wait()
             first = self._items[0].schema if self._items else self.schema
         schema = reader_schema(self.schema, first)
         return pa.RecordBatchReader.from_batches(schema, self._batches(schema))
 
     def _batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-        for batch in self._queued():
-            yield batch if batch.schema.equals(schema) else conform(batch, schema)
-
-    def _queued(self) -> Iterator[pa.RecordBatch]:
         while True:
             with self._cond:
-                while not self._items and not self._finished and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    raise FeedClosed("the stage stopped this input")
+                self._wait()
                 if not self._items:
                     return
                 batch = self._items.popleft()
             self._wake_producer()
-            yield batch
+            yield batch if batch.schema.equals(schema) else conform(batch, schema)
+
+    def _wait(self) -> None:
+        """With the lock held: wait for a batch, the end or a close (FeedClosed)."""
+        while not self._items and not self._finished and not self._closed:
+            self._cond.wait()
+        if self._closed:
+            raise FeedClosed("the stage stopped this input")
 
     def _wake_producer(self) -> None:
         with self._cond:

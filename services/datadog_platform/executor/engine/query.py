@@ -31,6 +31,7 @@ from datadog_platform.core.errors import DomainError, ErrorCode
 from datadog_platform.executor.engine.bridge import BatchDrain, BatchFeed
 from datadog_platform.executor.engine.graph import Segment, StageGraph
 from datadog_platform.executor.engine.kinds import sql_context, transform_kinds
+from datadog_platform.executor.transforms.sql import quote, string_literal
 
 TRANSFORM_ERROR = "TRANSFORM_ERROR"
 DEFAULT_MEMORY_LIMIT = "1GB"
@@ -76,10 +77,9 @@ class Engine:
         # Spooled Parquet (executor.parquet_spool) is the one place queries read files.
         self.spool_dir = os.path.join(self.spill_dir, "spool")
         os.makedirs(self.spool_dir, exist_ok=True)
-        spool_literal = "'" + self.spool_dir.replace("'", "''") + "'"
         for setting in (
             "SET TimeZone = 'UTC'",
-            f"SET allowed_directories = [{spool_literal}]",
+            f"SET allowed_directories = [{string_literal(self.spool_dir)}]",
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -141,11 +141,6 @@ class BoundQuery:
     def needs_cast(self) -> bool:
         """Whether output batches must be cast back to ``schema``."""
         return not self.duckdb_schema.equals(self.schema)
-
-
-def quote(name: str) -> str:
-    """A SQL identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def relation(step: str) -> str:
