@@ -117,9 +117,12 @@ async def test_killed_connector_leaves_mysql_target_unchanged_then_replay_is_exa
                     assert time.monotonic() < deadline, "the write never reached the server"
                     await asyncio.sleep(0.1)
                 connector.kill()
-                resume.set()
+                # The call ends on its own once the connection drops. Resuming the
+                # frames first would race a send into the dead connection, which grpc
+                # may report as INTERNAL "Internal error from Core" (grpc/grpc#36066).
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await call
+                    await asyncio.wait_for(call, TIMEOUT)
+                resume.set()
                 assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         finally:
             connector.stop()
